@@ -1,1 +1,12 @@
-fn main() {}
+//! The `funnel` binary: parses configuration and hands over to the libraries.
+
+mod cli;
+
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(&cli.log_format);
+    cli::run(cli).await
+}

@@ -1,0 +1,135 @@
+//! Routes. Each handler is annotated for the OpenAPI document, which is generated from them.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::openapi::OpenApi;
+use utoipa::{OpenApi as _, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::{AppState, READINESS_TIMEOUT};
+use crate::metrics::{self, HttpMetrics};
+use crate::problem::{ApiError, Problem};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "funnel",
+        description = "Event-sourced patient-recruitment funnel for clinical trials."
+    ),
+    tags(
+        (name = "operations", description = "Health, readiness, metrics and this document")
+    ),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+pub(crate) fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics_text))
+        .with_state(state)
+        .split_for_parts();
+    let api = std::sync::Arc::new(api);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || openapi_json(api.clone())),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            metrics::track,
+        ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    /// Always `ok` when the process answers.
+    status: &'static str,
+}
+
+/// Liveness: the process is up and answering.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = OK, description = "The process is alive", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` when every dependency answered.
+    status: &'static str,
+    /// The stream's last sequence, i.e. how many events have been appended.
+    stream_head: u64,
+}
+
+/// Readiness: PostgreSQL and the event stream both answer.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = OK, description = "Ready to serve", body = Readiness),
+        (status = SERVICE_UNAVAILABLE, description = "A dependency is not answering",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    let database = tokio::time::timeout(
+        READINESS_TIMEOUT,
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db),
+    );
+    let stream = tokio::time::timeout(READINESS_TIMEOUT, state.events.stream_head());
+    let (database, stream) = tokio::join!(database, stream);
+    let mut failing = Vec::new();
+    if !matches!(database, Ok(Ok(_))) {
+        failing.push("PostgreSQL");
+    }
+    let stream_head = match stream {
+        Ok(Ok(head)) => head,
+        _ => {
+            failing.push("the NATS event stream");
+            0
+        }
+    };
+    if failing.is_empty() {
+        Ok(Json(Readiness {
+            status: "ready",
+            stream_head,
+        }))
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "not answering: {}",
+            failing.join(", ")
+        )))
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = OK, description = "Prometheus text format", body = String,
+        content_type = "text/plain; version=0.0.4")))]
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    match prometheus::TextEncoder::new().encode_utf8(&state.registry.gather(), &mut text) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            text,
+        )
+            .into_response(),
+        Err(err) => ApiError::Internal(Box::new(err)).into_response(),
+    }
+}
+
+async fn openapi_json(api: std::sync::Arc<OpenApi>) -> Response {
+    match api.to_json() {
+        Ok(json) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response(),
+        Err(err) => ApiError::Internal(Box::new(err)).into_response(),
+    }
+}

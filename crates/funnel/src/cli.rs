@@ -1,0 +1,230 @@
+//! Command-line configuration (flags and `FUNNEL_*` environment variables) and the commands.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use funnel_api::ServiceSettings;
+use funnel_db::DbSettings;
+use funnel_eventlog::{EventLog, EventLogSettings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "funnel",
+    version,
+    about = "Event-sourced patient-recruitment funnel for clinical trials"
+)]
+pub(crate) struct Cli {
+    /// Log output: human-readable text or JSON lines.
+    #[arg(long, env = "FUNNEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (applies migrations and provisions the stream first).
+    Serve(ServeArgs),
+    /// Create the database if needed and apply the embedded migrations.
+    Migrate(DbArgs),
+    /// Manage the JetStream stream.
+    Stream {
+        #[command(subcommand)]
+        command: StreamCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StreamCommand {
+    /// Create the stream, or bring an existing one to the wanted configuration (idempotent).
+    Provision(NatsArgs),
+    /// Print the stream's configuration and state.
+    Inspect(NatsArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "FUNNEL_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Skip applying migrations and provisioning the stream at start-up.
+    #[arg(long, env = "FUNNEL_SKIP_SETUP")]
+    skip_setup: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// PostgreSQL URL (a secret: never logged).
+    #[arg(
+        long,
+        env = "FUNNEL_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/funnel",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// Largest number of pooled PostgreSQL connections.
+    #[arg(long, env = "FUNNEL_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    database_max_connections: u32,
+}
+
+impl std::fmt::Debug for DbArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbArgs")
+            .field("database_url", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl DbArgs {
+    fn settings(&self) -> DbSettings {
+        let mut settings = DbSettings::new(self.database_url.clone());
+        settings.max_connections = self.database_max_connections;
+        settings
+    }
+}
+
+#[derive(Args)]
+struct NatsArgs {
+    /// NATS server URL(s), comma-separated (may hold credentials: never logged).
+    #[arg(
+        long,
+        env = "FUNNEL_NATS_URL",
+        default_value = "nats://127.0.0.1:14222",
+        hide_env_values = true
+    )]
+    nats_url: String,
+    /// JetStream stream holding every event.
+    #[arg(long, env = "FUNNEL_STREAM", default_value = "FUNNEL")]
+    stream: String,
+    /// Subjects are `<prefix>.<kind>.<id>`.
+    #[arg(long, env = "FUNNEL_SUBJECT_PREFIX", default_value = "funnel")]
+    subject_prefix: String,
+    /// Stream replicas: 1 on a single node, 3 in a cluster.
+    #[arg(long, env = "FUNNEL_STREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+    /// How long the server remembers event ids to drop duplicate publishes.
+    #[arg(long, env = "FUNNEL_DUPLICATE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    duplicate_window: Duration,
+    /// Gather concurrent appends into atomic batches (needs nats-server 2.12+).
+    #[arg(long, env = "FUNNEL_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    group_commit: bool,
+}
+
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsArgs")
+            .field("nats_url", &"<redacted>")
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsArgs {
+    fn settings(&self) -> EventLogSettings {
+        let mut settings = EventLogSettings::new(
+            self.nats_url.clone(),
+            self.stream.clone(),
+            self.subject_prefix.clone(),
+        );
+        settings.replicas = self.replicas;
+        settings.duplicate_window = self.duplicate_window;
+        settings.group_commit.enabled = self.group_commit;
+        settings
+    }
+}
+
+pub(crate) fn init_tracing(format: &LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => {
+            let settings = args.settings();
+            funnel_db::ensure_database(&settings).await?;
+            let pool = funnel_db::connect(&settings).await?;
+            funnel_db::migrate(&pool).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Stream {
+            command: StreamCommand::Provision(args),
+        } => {
+            let log = EventLog::connect(args.settings()).await?;
+            let report = log.provision().await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "stream {}: {:?}", report.stream, report.action)?;
+            for change in &report.changes {
+                writeln!(out, "  {change}")?;
+            }
+            Ok(())
+        }
+        Command::Stream {
+            command: StreamCommand::Inspect(args),
+        } => {
+            let log = EventLog::connect(args.settings()).await?;
+            let summary = log.inspect().await?;
+            write!(std::io::stdout().lock(), "{summary}")?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut settings =
+        ServiceSettings::new(args.http_addr, args.db.settings(), args.nats.settings());
+    settings.setup = !args.skip_setup;
+    let registry = prometheus::Registry::new();
+    funnel_api::run(settings, registry, shutdown_signal())
+        .await
+        .context("the service stopped with an error")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}

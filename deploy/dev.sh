@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The local run: installs the pinned nats-server if needed, starts it with JetStream on loopback
+# (store under .data/, kept across runs), checks PostgreSQL, builds the service, applies
+# migrations, provisions the stream and serves at http://127.0.0.1:8080 until Ctrl-C.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$FUNNEL_ROOT"
+
+NATS_PORT="${FUNNEL_DEV_NATS_PORT:-14222}"
+DATA_DIR="$FUNNEL_ROOT/.data"
+export FUNNEL_NATS_URL="${FUNNEL_NATS_URL:-nats://127.0.0.1:$NATS_PORT}"
+export FUNNEL_DATABASE_URL="${FUNNEL_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/funnel}"
+export FUNNEL_HTTP_ADDR="${FUNNEL_HTTP_ADDR:-127.0.0.1:8080}"
+export RUST_LOG="${RUST_LOG:-info}"
+
+ensure_nats_server
+ensure_postgres
+
+mkdir -p "$DATA_DIR/nats"
+pidfile="$DATA_DIR/nats/nats-server.pid"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  log "stopping the nats-server left running by an earlier run"
+  kill "$(cat "$pidfile")" && while kill -0 "$(cat "$pidfile")" 2>/dev/null; do sleep 0.1; done
+fi
+write_nats_config "$DATA_DIR/nats/nats.conf" "$NATS_PORT" "$DATA_DIR/nats/jetstream" "funnel_dev"
+log "starting nats-server $NATS_SERVER_VERSION on 127.0.0.1:$NATS_PORT (store: .data/nats)"
+"$NATS_SERVER_BIN" -c "$DATA_DIR/nats/nats.conf" -P "$pidfile" >>"$DATA_DIR/nats/nats.log" 2>&1 &
+nats_pid=$!
+trap 'kill "$nats_pid" 2>/dev/null || true; wait "$nats_pid" 2>/dev/null || true' EXIT
+wait_for_port "$NATS_PORT" 30 || { tail -n 20 "$DATA_DIR/nats/nats.log" >&2; die "nats-server did not start"; }
+
+log "building the service (release)"
+cargo build --release --locked --bin funnel
+
+log "applying migrations and provisioning the stream"
+target/release/funnel migrate
+target/release/funnel stream provision
+
+log "serving at http://$FUNNEL_HTTP_ADDR  (health: /health, metrics: /metrics, API: /openapi.json)"
+target/release/funnel serve

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against real services: a pinned nats-server of its own (own port,
+# temporary store, fsync on every write) and the local PostgreSQL (started when down). Each test
+# makes its own stream and database, so the suite runs in parallel.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$FUNNEL_ROOT"
+
+ensure_nats_server
+ensure_postgres
+
+store="$(mktemp -d -t funnel-test-nats.XXXXXX)"
+port="$(free_port)"
+write_nats_config "$store/nats.conf" "$port" "$store/js" "funnel_test"
+"$NATS_SERVER_BIN" -c "$store/nats.conf" >"$store/nats.log" 2>&1 &
+nats_pid=$!
+cleanup() {
+  kill "$nats_pid" 2>/dev/null || true
+  wait "$nats_pid" 2>/dev/null || true
+  rm -rf "$store"
+}
+trap cleanup EXIT
+wait_for_port "$port" 30 || { cat "$store/nats.log" >&2; die "nats-server did not start"; }
+
+# Databases left over by earlier runs (a test's database outlives the test).
+psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+  "SELECT 'DROP DATABASE IF EXISTS \"' || datname || '\" WITH (FORCE);' FROM pg_database WHERE datname LIKE 'funnel\_test\_%'" \
+  | psql -h 127.0.0.1 -U postgres -d postgres -q >/dev/null || true
+
+export FUNNEL_TEST_NATS_URL="nats://127.0.0.1:$port"
+export FUNNEL_NATS_SERVER_BIN="$NATS_SERVER_BIN"
+export FUNNEL_TEST_DATABASE_URL="${FUNNEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+log "running the test suite (nats-server $NATS_SERVER_VERSION on :$port, PostgreSQL on :5432)"
+cargo test --workspace --locked "$@"
