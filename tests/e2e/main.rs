@@ -1,1 +1,8 @@
+//! End-to-end tests: the whole service on a free port against real NATS and PostgreSQL, each
+//! test with a stream, subject prefix and database of its own.
 
+mod helpers;
+
+mod commands;
+mod operations;
+mod privacy;

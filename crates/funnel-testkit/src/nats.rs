@@ -22,7 +22,9 @@ pub fn nats_server_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let local = root.join(format!(".tools/nats-server-{PINNED_VERSION}/bin/nats-server"));
+    let local = root.join(format!(
+        ".tools/nats-server-{PINNED_VERSION}/bin/nats-server"
+    ));
     assert!(
         local.exists(),
         "no nats-server at {}: run `bash deploy/install-nats.sh` (or the README's test command)",
@@ -94,10 +96,14 @@ impl NatsServer {
             .expect("spawn nats-server");
         self.child = Some(child);
         let url = self.url();
-        eventually("nats-server to accept connections", Duration::from_secs(10), || {
-            let url = url.clone();
-            async move { async_nats::connect(url).await.ok().map(|_| ()) }
-        })
+        eventually(
+            "nats-server to accept connections",
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move { async_nats::connect(url).await.ok().map(|_| ()) }
+            },
+        )
         .await;
     }
 }
@@ -125,6 +131,14 @@ fn free_port() -> u16 {
 pub struct TestNats {
     pub url: String,
     _own: Option<NatsServer>,
+}
+
+impl TestNats {
+    /// A server the test manages itself (e.g. a [`NatsServer`] it kills and restarts).
+    #[must_use]
+    pub const fn from_url(url: String) -> Self {
+        Self { url, _own: None }
+    }
 }
 
 pub async fn test_nats() -> TestNats {

@@ -29,7 +29,9 @@ pub async fn test_database() -> TestDb {
     let pool = funnel_db::connect(&settings)
         .await
         .expect("connect to test database");
-    funnel_db::migrate(&pool).await.expect("migrate test database");
+    funnel_db::migrate(&pool)
+        .await
+        .expect("migrate test database");
     TestDb {
         pool,
         settings,

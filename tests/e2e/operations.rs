@@ -1,0 +1,101 @@
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_answers_and_ready_reports_both_dependencies() {
+    let app = spawn_app().await;
+
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
+
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["stream_head"], 0, "a new stream holds no events");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ready_turns_unavailable_when_nats_goes_away_and_back_when_it_returns() {
+    let mut server = funnel_testkit::NatsServer::start().await;
+    let nats = funnel_testkit::TestNats::from_url(server.url());
+    let app = spawn_app_with(nats).await;
+    assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
+
+    server.kill().await;
+    let response = app.get("/ready").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 503);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("NATS"),
+        "{problem}"
+    );
+    assert_eq!(
+        app.get("/health").await.status(),
+        StatusCode::OK,
+        "liveness does not depend on NATS"
+    );
+
+    server.restart().await;
+    funnel_testkit::eventually(
+        "readiness after NATS restarts",
+        std::time::Duration::from_secs(20),
+        || async { (app.get("/ready").await.status() == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_labelled_by_route_template() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains(r#"funnel_http_requests_total{method="GET",route="/health",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("funnel_http_request_duration_seconds_bucket"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_document_is_3_1_and_lists_every_route() {
+    let app = spawn_app().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    for path in ["/health", "/ready", "/metrics"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} missing");
+    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.get("/no-such-thing").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    app.stop().await;
+}
