@@ -30,7 +30,7 @@ trap 'kill "$nats_pid" 2>/dev/null || true; wait "$nats_pid" 2>/dev/null || true
 wait_for_port "$NATS_PORT" 30 || { tail -n 20 "$DATA_DIR/nats/nats.log" >&2; die "nats-server did not start"; }
 
 log "building the service (release)"
-cargo build --release --locked --bin funnel
+cargo build --release --locked -p funnel --bin funnel
 
 log "applying migrations and provisioning the stream"
 target/release/funnel migrate

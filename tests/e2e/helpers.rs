@@ -14,7 +14,10 @@ pub(crate) struct TestApp {
     pub(crate) http: reqwest::Client,
     pub(crate) commands: CommandService,
     pub(crate) keys: KeyStore,
-    #[allow(dead_code, reason = "keeps the test database (and its pool) alive for the test")]
+    #[allow(
+        dead_code,
+        reason = "keeps the test database (and its pool) alive for the test"
+    )]
     pub(crate) db: TestDb,
     pub(crate) eventlog: EventLogSettings,
     /// A second, independent connection to the same stream, for looking at what was stored.
@@ -163,7 +166,11 @@ pub(crate) mod fixtures {
     }
 
     /// A referral whose contact field is a placeholder: the command service seals the real one.
-    pub(crate) fn referral(journey: JourneyId, candidate: CandidateId, study: StudyId) -> JourneyCommand {
+    pub(crate) fn referral(
+        journey: JourneyId,
+        candidate: CandidateId,
+        study: StudyId,
+    ) -> JourneyCommand {
         JourneyCommand::ReceiveReferral {
             at: at(1),
             journey_id: journey,

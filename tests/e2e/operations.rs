@@ -99,3 +99,53 @@ async fn unknown_routes_are_404() {
     );
     app.stop().await;
 }
+
+/// A server that speaks just enough of the NATS protocol to introduce itself as 2.9.10, the
+/// version Debian ships (with a known bug under concurrent optimistic-concurrency publishes).
+async fn fake_old_nats_server() -> String {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("nats://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let info = r#"INFO {"server_id":"OLD","server_name":"old","version":"2.9.10","go":"go1.19","host":"127.0.0.1","port":4222,"headers":true,"max_payload":1048576,"proto":1,"jetstream":true}"#;
+                if write
+                    .write_all(format!("{info}\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.starts_with("PING") && write.write_all(b"PONG\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn the_service_refuses_a_nats_server_older_than_2_11() {
+    let url = fake_old_nats_server().await;
+    let db = funnel_testkit::test_database().await;
+    let prefix = funnel_testkit::unique_prefix();
+    let settings = funnel_api::ServiceSettings::new(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        db.settings.clone(),
+        funnel_eventlog::EventLogSettings::new(url, prefix.to_uppercase(), prefix),
+    );
+    let refused = funnel_api::Application::build(settings, prometheus::Registry::new())
+        .await
+        .expect_err("an old server is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("2.9.10") && message.contains("2.11"),
+        "{message}"
+    );
+}

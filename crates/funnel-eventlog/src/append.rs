@@ -103,7 +103,9 @@ impl PreparedAppend {
         events: Vec<NewEvent>,
     ) -> Result<Self, AppendError> {
         if events.is_empty() {
-            return Err(AppendError::Invalid("an append needs at least one event".to_owned()));
+            return Err(AppendError::Invalid(
+                "an append needs at least one event".to_owned(),
+            ));
         }
         if events.len() > SERVER_MAX_BATCH_MESSAGES {
             return Err(AppendError::Invalid(format!(
@@ -115,7 +117,10 @@ impl PreparedAppend {
         for event in &events {
             event.validate()?;
             if !ids.insert(event.id) {
-                return Err(AppendError::Invalid(format!("event id {} appears twice", event.id)));
+                return Err(AppendError::Invalid(format!(
+                    "event id {} appears twice",
+                    event.id
+                )));
             }
         }
         let source = &shared.settings.cloudevents_source;
@@ -195,7 +200,9 @@ impl SendOutcome {
         {
             // Never seen; if the server ever stores a different number of messages than sent,
             // the per-member fallback sorts out what is really there.
-            return Self::Unknown(format!("batch ack counts {count} messages, sent {expected}"));
+            return Self::Unknown(format!(
+                "batch ack counts {count} messages, sent {expected}"
+            ));
         }
         Self::Stored {
             last_seq: reply.seq,
@@ -215,16 +222,20 @@ async fn request(
         .headers(headers)
         .payload(payload)
         .timeout(Some(shared.settings.ack_timeout));
-    match shared.client.send_request(subject.to_owned(), request).await {
+    match shared
+        .client
+        .send_request(subject.to_owned(), request)
+        .await
+    {
         Ok(reply) => Ok(reply.payload),
         Err(err) => Err(match err.kind() {
             RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
                 SendOutcome::NotSent(err.to_string())
             }
             // No responders: the stream is not (yet) reachable, e.g. right after a restart.
-            RequestErrorKind::TimedOut | RequestErrorKind::NoResponders | RequestErrorKind::Other => {
-                SendOutcome::Unknown(err.to_string())
-            }
+            RequestErrorKind::TimedOut
+            | RequestErrorKind::NoResponders
+            | RequestErrorKind::Other => SendOutcome::Unknown(err.to_string()),
         }),
     }
 }
@@ -428,26 +439,36 @@ async fn resolve_refusal(
     code: u64,
     description: &str,
 ) -> Result<Appended, AppendError> {
-    let stored = match crate::read::stored_ids_after(
+    let unavailable = |err: crate::error::ReadError| AppendError::Unavailable {
+        attempts: 1,
+        reason: format!("cannot check a refused append ({description}): {err}"),
+    };
+    // With a check, a stored append of ours can only be the subject's next messages after the
+    // expected version: read just that many. Without one it may be anywhere.
+    let limit = match member.expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream | ExpectedVersion::At(_) => Some(member.len()),
+    };
+    let stored = crate::read::stored_ids_after(
         shared,
         &member.subject,
         member.expected.written_after(),
+        limit,
     )
     .await
-    {
-        Ok(stored) => stored,
-        Err(err) => {
-            return Err(AppendError::Unavailable {
-                attempts: 1,
-                reason: format!("cannot check a refused append ({description}): {err}"),
-            });
-        }
-    };
-    let ours: Vec<Uuid> = member.messages.iter().map(|message| message.event_id).collect();
+    .map_err(unavailable)?;
+    let ours: Vec<Uuid> = member
+        .messages
+        .iter()
+        .map(|message| message.event_id)
+        .collect();
     if let Some(start) = stored.iter().position(|(_, id)| *id == Some(ours[0])) {
         let run = &stored[start..];
         let all_ours = run.len() >= ours.len()
-            && run.iter().zip(&ours).all(|((_, id), ours)| *id == Some(*ours));
+            && run
+                .iter()
+                .zip(&ours)
+                .all(|((_, id), ours)| *id == Some(*ours));
         if all_ours {
             tracing::info!(subject = %member.subject, "refused append was already stored by an earlier attempt");
             return Ok(Appended {
@@ -461,13 +482,18 @@ async fn resolve_refusal(
         });
     }
     if code == code::WRONG_LAST_SEQUENCE {
-        // The freshest view: what we just read, else the number in "wrong last sequence: N".
-        let actual = stored.last().map(|(seq, _)| *seq).or_else(|| {
-            description
-                .rsplit(':')
-                .next()
-                .and_then(|number| number.trim().parse().ok())
-        });
+        // "wrong last sequence: N" names the subject's last sequence when the check ran.
+        let named = description
+            .rsplit(':')
+            .next()
+            .and_then(|number| number.trim().parse::<u64>().ok());
+        let actual = match named {
+            Some(seq) => Some(seq),
+            None => crate::read::last_sequence(shared, &member.subject)
+                .await
+                .map_err(unavailable)?
+                .or(Some(0)),
+        };
         return Err(AppendError::Conflict {
             subject: member.subject.clone(),
             expected: member.expected,
@@ -489,9 +515,18 @@ mod tests {
         assert_eq!(
             distribute_batch_ack(10, &[1, 3, 2]),
             vec![
-                Appended { first_seq: 5, last_seq: 5 },
-                Appended { first_seq: 6, last_seq: 8 },
-                Appended { first_seq: 9, last_seq: 10 },
+                Appended {
+                    first_seq: 5,
+                    last_seq: 5
+                },
+                Appended {
+                    first_seq: 6,
+                    last_seq: 8
+                },
+                Appended {
+                    first_seq: 9,
+                    last_seq: 10
+                },
             ]
         );
     }
@@ -500,7 +535,10 @@ mod tests {
     fn pub_ack_replies_are_classified() {
         assert!(matches!(
             SendOutcome::from_reply(br#"{"stream":"s","seq":4,"duplicate": true}"#, None),
-            SendOutcome::Stored { last_seq: 4, duplicate: true }
+            SendOutcome::Stored {
+                last_seq: 4,
+                duplicate: true
+            }
         ));
         assert!(matches!(
             SendOutcome::from_reply(
@@ -513,6 +551,9 @@ mod tests {
             SendOutcome::from_reply(br#"{"stream":"s","seq":9,"batch":"b","count":2}"#, Some(3)),
             SendOutcome::Unknown(_)
         ));
-        assert!(matches!(SendOutcome::from_reply(b"", None), SendOutcome::Unknown(_)));
+        assert!(matches!(
+            SendOutcome::from_reply(b"", None),
+            SendOutcome::Unknown(_)
+        ));
     }
 }

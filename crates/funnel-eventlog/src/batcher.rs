@@ -170,7 +170,8 @@ impl Batch {
     /// subject's sequence only if no earlier message of the batch writes it) or it would
     /// overflow the batch. An append larger than the limit goes alone into an empty batch.
     fn try_push(&mut self, item: QueuedAppend) -> Result<(), QueuedAppend> {
-        let fits = self.members.is_empty() || self.messages + item.append.len() <= self.max_messages;
+        let fits =
+            self.members.is_empty() || self.messages + item.append.len() <= self.max_messages;
         if !fits || self.subjects.contains(&item.append.subject) {
             return Err(item);
         }
@@ -230,8 +231,8 @@ async fn run(
             }
         }
         deferred = passed_over;
-        let linger_until = (!settings.linger.is_zero())
-            .then(|| tokio::time::Instant::now() + settings.linger);
+        let linger_until =
+            (!settings.linger.is_zero()).then(|| tokio::time::Instant::now() + settings.linger);
         while !batch.is_full() && deferred.len() < deferred_limit {
             let item = match queue.try_recv() {
                 Ok(item) => item,
@@ -273,7 +274,10 @@ async fn commit_batch(shared: &Shared, batch: Batch) {
     if let SendOutcome::Stored { last_seq, .. } = outcome {
         let sizes: Vec<usize> = appends.iter().map(|append| append.len()).collect();
         shared.stats.record_batch(sizes.len(), batch.messages);
-        for (member, appended) in members.into_iter().zip(distribute_batch_ack(last_seq, &sizes)) {
+        for (member, appended) in members
+            .into_iter()
+            .zip(distribute_batch_ack(last_seq, &sizes))
+        {
             let _ = member.reply.send(Ok(appended));
         }
         return;
@@ -282,7 +286,10 @@ async fn commit_batch(shared: &Shared, batch: Batch) {
     // unanswered commit may or may not have been stored. Each member on its own gets its own,
     // correct outcome (a stored one is recognised by its ids).
     shared.stats.batches_refused.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(?outcome, "batch not committed; sending its appends one by one");
+    tracing::debug!(
+        ?outcome,
+        "batch not committed; sending its appends one by one"
+    );
     futures::future::join_all(members.into_iter().map(|member| async move {
         let outcome = commit_alone(shared, &member.append).await;
         let _ = member.reply.send(outcome);

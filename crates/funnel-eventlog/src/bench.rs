@@ -49,7 +49,10 @@ pub struct BenchmarkReport {
 /// Runs the benchmark: every writer creates an aggregate (`NoStream`) and keeps appending to it
 /// with the version it got back, so every append carries a concurrency check.
 pub async fn run_append_benchmark(log: &EventLog, plan: &AppendBenchmark) -> BenchmarkReport {
-    let payload = Bytes::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(plan.payload_bytes)));
+    let payload = Bytes::from(format!(
+        "{{\"pad\":\"{}\"}}",
+        "x".repeat(plan.payload_bytes)
+    ));
     let before = log.stats();
     let started = Instant::now();
     let plan = Arc::new(plan.clone());
@@ -85,7 +88,11 @@ pub async fn run_append_benchmark(log: &EventLog, plan: &AppendBenchmark) -> Ben
     }
 }
 
-async fn write_one_aggregate(log: &EventLog, plan: &AppendBenchmark, payload: &Bytes) -> (u64, u64) {
+async fn write_one_aggregate(
+    log: &EventLog,
+    plan: &AppendBenchmark,
+    payload: &Bytes,
+) -> (u64, u64) {
     let Ok(key) = StreamKey::new("bench", Uuid::now_v7()) else {
         return (0, 1);
     };

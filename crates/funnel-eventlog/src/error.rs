@@ -33,7 +33,8 @@ pub enum EventLogError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     /// The optimistic-concurrency check failed: someone else wrote first. `actual` is the
-    /// subject's last stream sequence when known (`None`: the subject is empty).
+    /// subject's last stream sequence as the server saw it (`Some(0)`: the subject is empty;
+    /// `None`: unknown).
     #[error("version conflict on {subject}: expected {expected}, found {}", describe_actual(*.actual))]
     Conflict {
         subject: String,
@@ -54,7 +55,13 @@ pub enum AppendError {
 }
 
 fn describe_actual(actual: Option<u64>) -> String {
-    actual.map_or_else(|| "an empty subject".to_owned(), |seq| format!("last sequence {seq}"))
+    actual.map_or_else(
+        || "an unknown last sequence".to_owned(),
+        |seq| match seq {
+            0 => "an empty subject".to_owned(),
+            seq => format!("last sequence {seq}"),
+        },
+    )
 }
 
 /// Reading an aggregate, the stream head, or a subscription.

@@ -160,7 +160,10 @@ mod tests {
         let subject = key.subject("p");
         let headers = event.headers("urn:test");
         assert_eq!(headers.get(ce::SPECVERSION).unwrap().as_str(), "1.0");
-        assert_eq!(headers.get(ce::DATACONTENTTYPE).unwrap().as_str(), "application/json");
+        assert_eq!(
+            headers.get(ce::DATACONTENTTYPE).unwrap().as_str(),
+            "application/json"
+        );
         let recorded =
             RecordedEvent::from_stored("p", &subject, 7, &headers, event.data.clone()).unwrap();
         assert_eq!(recorded.key, key);

@@ -107,7 +107,10 @@ mod tests {
         let key = StreamKey::new("journey", id).unwrap();
         let subject = key.subject("funnel.events");
         assert_eq!(subject, format!("funnel.events.journey.{id}"));
-        assert_eq!(StreamKey::from_subject("funnel.events", &subject), Some(key));
+        assert_eq!(
+            StreamKey::from_subject("funnel.events", &subject),
+            Some(key)
+        );
         assert_eq!(StreamKey::from_subject("other", &subject), None);
     }
 

@@ -14,6 +14,20 @@
 //!   can read the stream.
 //!
 //! The crate knows nothing about the domain: events are opaque JSON payloads with a type.
+//!
+//! # Server behaviour this relies on (observed on nats-server 2.15.1, see `tests/eventlog/server_behaviour.rs`)
+//!
+//! - An atomic batch's first message (a request) is answered with an empty reply; the commit
+//!   with a pub ack carrying `batch` and `count`, `seq` being the last message's sequence.
+//! - `Nats-Msg-Id` is accepted inside batches (2.12 refused it with 10177). A batch holding an id
+//!   that is already stored, or twice, is refused whole with 10201.
+//! - One stale `Nats-Expected-Last-Subject-Sequence` refuses the whole batch with 10071
+//!   (`wrong last sequence: N`, N being that subject's last sequence); a second write to the
+//!   same subject in one batch cannot carry the check (10164). Refused batches store nothing.
+//! - A retried publish with the same `Nats-Msg-Id` *and* a now-stale subject check gets 10071,
+//!   not `duplicate: true`: the sequence check runs before the duplicate window. Without a
+//!   check the server answers `duplicate: true` with the original sequence.
+//! - Stored messages keep the batch and expectation headers (`Nats-Batch-Id`, ...).
 
 mod append;
 mod batcher;

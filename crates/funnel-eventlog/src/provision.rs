@@ -3,11 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::stream::{
-    Config, DiscardPolicy, Info, RetentionPolicy, StorageType,
-};
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, Info, RetentionPolicy, StorageType};
 
 use crate::error::EventLogError;
 use crate::log::Shared;
@@ -60,7 +58,11 @@ impl fmt::Display for StreamSummary {
             "deny delete     {}  deny purge {}  direct get {}  atomic publish {}",
             self.deny_delete, self.deny_purge, self.allow_direct, self.allow_atomic_publish
         )?;
-        writeln!(f, "messages        {} ({} bytes)", self.messages, self.bytes)?;
+        writeln!(
+            f,
+            "messages        {} ({} bytes)",
+            self.messages, self.bytes
+        )?;
         writeln!(f, "sequences       {}..={}", self.first_seq, self.last_seq)?;
         writeln!(f, "aggregates      {}", self.subjects_count)?;
         write!(f, "consumers       {}", self.consumers)
@@ -102,7 +104,11 @@ fn stream_error(shared: &Shared, operation: &'static str, err: impl fmt::Display
 pub(crate) async fn provision(shared: &Shared) -> Result<ProvisionReport, EventLogError> {
     // Two instances may provision at once: the loser of a create race updates instead.
     for _ in 0..2 {
-        match shared.jetstream.get_stream(&shared.settings.stream_name).await {
+        match shared
+            .jetstream
+            .get_stream(&shared.settings.stream_name)
+            .await
+        {
             Ok(stream) => {
                 let current = stream.cached_info().config.clone();
                 let (wanted, changes) = apply_wanted(shared, current);
@@ -128,14 +134,18 @@ pub(crate) async fn provision(shared: &Shared) -> Result<ProvisionReport, EventL
                         tracing::info!("created the stream");
                         return Ok(report(shared, ProvisionAction::Created, Vec::new()));
                     }
-                    Err(err) if is_name_in_use(&err.to_string()) => continue,
+                    Err(err) if is_name_in_use(err.kind()) => continue,
                     Err(err) => return Err(stream_error(shared, "create", err)),
                 }
             }
             Err(err) => return Err(stream_error(shared, "look up", err)),
         }
     }
-    Err(stream_error(shared, "provision", "created and changed concurrently; try again"))
+    Err(stream_error(
+        shared,
+        "provision",
+        "created and changed concurrently; try again",
+    ))
 }
 
 fn report(shared: &Shared, action: ProvisionAction, changes: Vec<String>) -> ProvisionReport {
@@ -150,8 +160,8 @@ fn is_stream_not_found(kind: GetStreamErrorKind) -> bool {
     matches!(kind, GetStreamErrorKind::JetStream(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
-fn is_name_in_use(message: &str) -> bool {
-    message.contains(&ErrorCode::STREAM_NAME_EXIST.0.to_string())
+fn is_name_in_use(kind: CreateStreamErrorKind) -> bool {
+    matches!(kind, CreateStreamErrorKind::JetStream(err) if err.error_code() == ErrorCode::STREAM_NAME_EXIST)
 }
 
 /// Sets every setting the event log relies on, keeping the rest of an existing configuration,
@@ -165,13 +175,29 @@ fn apply_wanted(shared: &Shared, mut config: Config) -> (Config, Vec<String>) {
         }
     };
     let subjects = vec![format!("{}.>", settings.subject_prefix)];
-    set("subjects", format!("{:?}", config.subjects), format!("{subjects:?}"));
+    set(
+        "subjects",
+        format!("{:?}", config.subjects),
+        format!("{subjects:?}"),
+    );
     config.subjects = subjects;
-    set("storage", format!("{:?}", config.storage), format!("{:?}", StorageType::File));
+    set(
+        "storage",
+        format!("{:?}", config.storage),
+        format!("{:?}", StorageType::File),
+    );
     config.storage = StorageType::File;
-    set("retention", format!("{:?}", config.retention), format!("{:?}", RetentionPolicy::Limits));
+    set(
+        "retention",
+        format!("{:?}", config.retention),
+        format!("{:?}", RetentionPolicy::Limits),
+    );
     config.retention = RetentionPolicy::Limits;
-    set("replicas", config.num_replicas.to_string(), settings.replicas.to_string());
+    set(
+        "replicas",
+        config.num_replicas.to_string(),
+        settings.replicas.to_string(),
+    );
     config.num_replicas = settings.replicas;
     set(
         "duplicate_window",
@@ -180,20 +206,46 @@ fn apply_wanted(shared: &Shared, mut config: Config) -> (Config, Vec<String>) {
     );
     config.duplicate_window = settings.duplicate_window;
     // Events are never deleted: the log is the source of truth (erasure is crypto-shredding).
-    set("deny_delete", config.deny_delete.to_string(), "true".to_owned());
+    set(
+        "deny_delete",
+        config.deny_delete.to_string(),
+        "true".to_owned(),
+    );
     config.deny_delete = true;
-    set("deny_purge", config.deny_purge.to_string(), "true".to_owned());
+    set(
+        "deny_purge",
+        config.deny_purge.to_string(),
+        "true".to_owned(),
+    );
     config.deny_purge = true;
-    set("allow_direct", config.allow_direct.to_string(), "true".to_owned());
+    set(
+        "allow_direct",
+        config.allow_direct.to_string(),
+        "true".to_owned(),
+    );
     config.allow_direct = true;
     if shared.capabilities.atomic_batch_publish {
-        set("allow_atomic_publish", config.allow_atomic_publish.to_string(), "true".to_owned());
+        set(
+            "allow_atomic_publish",
+            config.allow_atomic_publish.to_string(),
+            "true".to_owned(),
+        );
         config.allow_atomic_publish = true;
     }
-    set("discard", format!("{:?}", config.discard), format!("{:?}", DiscardPolicy::Old));
+    set(
+        "discard",
+        format!("{:?}", config.discard),
+        format!("{:?}", DiscardPolicy::Old),
+    );
     config.discard = DiscardPolicy::Old;
     // No limits: the server reports "unlimited" as -1 (or 0 for the age).
-    let unlimited = |value: i64| if value <= 0 { "unlimited".to_owned() } else { value.to_string() };
+    let unlimited = |value: i64| {
+        if value <= 0 {
+            "unlimited".to_owned()
+        } else {
+            value.to_string()
+        }
+    };
     set("max_msgs", unlimited(config.max_messages), unlimited(-1));
     config.max_messages = -1;
     set("max_bytes", unlimited(config.max_bytes), unlimited(-1));
@@ -204,7 +256,11 @@ fn apply_wanted(shared: &Shared, mut config: Config) -> (Config, Vec<String>) {
         unlimited(-1),
     );
     config.max_messages_per_subject = -1;
-    set("max_age", format!("{:?}", config.max_age), format!("{:?}", Duration::ZERO));
+    set(
+        "max_age",
+        format!("{:?}", config.max_age),
+        format!("{:?}", Duration::ZERO),
+    );
     config.max_age = Duration::ZERO;
     (config, changes)
 }

@@ -1,10 +1,10 @@
 //! Reading: one aggregate by direct gets (no consumer per read), the leader's view for
 //! resolving refused appends, and subscriptions by an ordered consumer.
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use async_nats::HeaderMap;
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
@@ -110,17 +110,19 @@ async fn direct_get_batch(
     }
 }
 
-/// `(stream sequence, event id)` of the subject's messages after `after_seq`, read from the
-/// stream leader (not a replica): deciding whether a refused append is already stored must see
-/// every acknowledged write.
+/// `(stream sequence, event id)` of the subject's messages after `after_seq` (at most `limit`),
+/// read from the stream leader (not a replica): deciding whether a refused append is already
+/// stored must see every acknowledged write.
+#[tracing::instrument(skip(shared), fields(found))]
 pub(crate) async fn stored_ids_after(
     shared: &Shared,
     subject: &str,
     after_seq: u64,
+    limit: Option<usize>,
 ) -> Result<Vec<(u64, Option<Uuid>)>, ReadError> {
     let mut stored = Vec::new();
     let mut next = after_seq + 1;
-    loop {
+    while limit.is_none_or(|limit| stored.len() < limit) {
         let result = shared
             .stream
             .raw_message_builder()
@@ -144,10 +146,16 @@ pub(crate) async fn stored_ids_after(
             }
         }
     }
+    tracing::Span::current().record("found", stored.len());
+    Ok(stored)
 }
 
 /// The stream sequence of the subject's last message, from the leader.
-pub(crate) async fn last_sequence(shared: &Shared, subject: &str) -> Result<Option<u64>, ReadError> {
+#[tracing::instrument(skip(shared))]
+pub(crate) async fn last_sequence(
+    shared: &Shared,
+    subject: &str,
+) -> Result<Option<u64>, ReadError> {
     match shared.stream.get_last_raw_message_by_subject(subject).await {
         Ok(message) => Ok(Some(message.sequence)),
         Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
@@ -160,6 +168,7 @@ pub(crate) async fn last_sequence(shared: &Shared, subject: &str) -> Result<Opti
 
 /// Every event of the stream from `from_seq` on (0 or 1: from the start), in stream order, by an
 /// ephemeral ordered pull consumer (it recreates itself after gaps or reconnects).
+#[tracing::instrument(skip(shared))]
 pub(crate) async fn subscribe(
     shared: &Shared,
     from_seq: u64,

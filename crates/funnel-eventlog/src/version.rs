@@ -52,8 +52,8 @@ impl ServerVersion {
 
     /// Refuses servers older than [`Self::MINIMUM`] and reports what the server supports.
     pub fn capabilities(text: &str) -> Result<ServerCapabilities, EventLogError> {
-        let version =
-            Self::parse(text).ok_or_else(|| EventLogError::UnknownServerVersion(text.to_owned()))?;
+        let version = Self::parse(text)
+            .ok_or_else(|| EventLogError::UnknownServerVersion(text.to_owned()))?;
         if version < Self::MINIMUM {
             return Err(EventLogError::ServerTooOld {
                 found: text.to_owned(),
@@ -79,9 +79,18 @@ mod tests {
 
     #[test]
     fn parses_release_and_prerelease_versions() {
-        assert_eq!(ServerVersion::parse("2.15.1"), Some(ServerVersion::new(2, 15, 1)));
-        assert_eq!(ServerVersion::parse("v2.11.0-RC.2"), Some(ServerVersion::new(2, 11, 0)));
-        assert_eq!(ServerVersion::parse("2.12"), Some(ServerVersion::new(2, 12, 0)));
+        assert_eq!(
+            ServerVersion::parse("2.15.1"),
+            Some(ServerVersion::new(2, 15, 1))
+        );
+        assert_eq!(
+            ServerVersion::parse("v2.11.0-RC.2"),
+            Some(ServerVersion::new(2, 11, 0))
+        );
+        assert_eq!(
+            ServerVersion::parse("2.12"),
+            Some(ServerVersion::new(2, 12, 0))
+        );
         assert_eq!(ServerVersion::parse(""), None);
         assert_eq!(ServerVersion::parse("two.ten"), None);
         assert_eq!(ServerVersion::parse("2.10.1.4"), None);
@@ -103,8 +112,20 @@ mod tests {
 
     #[test]
     fn atomic_batches_from_2_12() {
-        assert!(!ServerVersion::capabilities("2.11.9").unwrap().atomic_batch_publish);
-        assert!(ServerVersion::capabilities("2.12.0-RC.1").unwrap().atomic_batch_publish);
-        assert!(ServerVersion::capabilities("2.15.1").unwrap().atomic_batch_publish);
+        assert!(
+            !ServerVersion::capabilities("2.11.9")
+                .unwrap()
+                .atomic_batch_publish
+        );
+        assert!(
+            ServerVersion::capabilities("2.12.0-RC.1")
+                .unwrap()
+                .atomic_batch_publish
+        );
+        assert!(
+            ServerVersion::capabilities("2.15.1")
+                .unwrap()
+                .atomic_batch_publish
+        );
     }
 }
