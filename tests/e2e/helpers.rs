@@ -1,5 +1,7 @@
 use std::net::SocketAddr;
 
+use funnel_api::auth::{NewToken, Role, TokenStore};
+use funnel_api::clock::ManualClock;
 use funnel_api::commands::CommandService;
 use funnel_api::{Application, ServiceSettings};
 use funnel_eventlog::{EventLog, EventLogSettings};
@@ -14,6 +16,9 @@ pub(crate) struct TestApp {
     pub(crate) http: reqwest::Client,
     pub(crate) commands: CommandService,
     pub(crate) keys: KeyStore,
+    pub(crate) tokens: TokenStore,
+    /// The service's clock: tests move it instead of sleeping.
+    pub(crate) clock: ManualClock,
     #[allow(
         dead_code,
         reason = "keeps the test database (and its pool) alive for the test"
@@ -41,9 +46,15 @@ pub(crate) async fn spawn_app_with(nats: TestNats) -> TestApp {
         db.settings.clone(),
         eventlog.clone(),
     );
-    let app = Application::build(settings, prometheus::Registry::new())
-        .await
-        .expect("the service builds");
+    let clock = ManualClock::new(chrono::Utc::now());
+    let app = Application::build_with_clock(
+        settings,
+        prometheus::Registry::new(),
+        std::sync::Arc::new(clock.clone()),
+    )
+    .await
+    .expect("the service builds");
+    let tokens = app.tokens().clone();
     let address = format!("http://{}", app.local_addr());
     let commands = app.commands().clone();
     let (shutdown, stopped) = oneshot::channel();
@@ -58,6 +69,8 @@ pub(crate) async fn spawn_app_with(nats: TestNats) -> TestApp {
         http: reqwest::Client::new(),
         commands,
         keys: KeyStore::new(db.pool.clone()),
+        tokens,
+        clock,
         db,
         eventlog,
         log,
@@ -70,6 +83,44 @@ pub(crate) async fn spawn_app_with(nats: TestNats) -> TestApp {
 impl TestApp {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// Creates an API token with the given role and scope and returns it in full.
+    pub(crate) async fn token(&self, new: NewToken) -> String {
+        self.tokens.create(&new).await.expect("create a token").1
+    }
+
+    pub(crate) async fn admin_token(&self) -> String {
+        self.token(NewToken {
+            name: "test admin".to_owned(),
+            role: Some(Role::Admin),
+            ..NewToken::default()
+        })
+        .await
+    }
+
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the request is answered")
+    }
+
+    pub(crate) async fn get_with(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the request is answered")
     }
 
     pub(crate) async fn get(&self, path: &str) -> reqwest::Response {

@@ -3,6 +3,10 @@
 
 mod helpers;
 
+mod auth;
 mod commands;
+mod journeys;
 mod operations;
 mod privacy;
+mod referrals;
+mod setup;

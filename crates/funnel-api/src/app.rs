@@ -1,18 +1,24 @@
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use funnel_db::DbSettings;
 use funnel_eventlog::{EventLog, EventLogError, EventLogSettings};
+use funnel_privacy::KeyStore;
 use prometheus::Registry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::TokenStore;
+use crate::clock::{Clock, SystemClock};
 use crate::commands::CommandService;
 use crate::metrics::HttpMetrics;
+use crate::problem::ApiError;
+use crate::rate_limit::RateLimits;
 use crate::routes;
 
 /// Everything the service needs to run. Secrets (database and NATS URLs) are redacted in `Debug`.
@@ -24,8 +30,13 @@ pub struct ServiceSettings {
     pub eventlog: EventLogSettings,
     /// Apply migrations and provision the stream at start-up (both idempotent).
     pub setup: bool,
-    /// Largest request body accepted.
+    /// Largest request body accepted (a batch of 1,000 referrals fits).
     pub max_body_bytes: usize,
+    /// Longest a request may take before it is answered with 504.
+    pub request_timeout: Duration,
+    /// Sustained requests per second per API token, and the burst above it.
+    pub rate_limit_per_second: NonZeroU32,
+    pub rate_limit_burst: NonZeroU32,
 }
 
 impl ServiceSettings {
@@ -36,7 +47,10 @@ impl ServiceSettings {
             db,
             eventlog,
             setup: true,
-            max_body_bytes: 2 * 1024 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            rate_limit_per_second: NonZeroU32::new(1_000).expect("non-zero"),
+            rate_limit_burst: NonZeroU32::new(2_000).expect("non-zero"),
         }
     }
 }
@@ -65,6 +79,12 @@ pub(crate) struct AppState {
     pub(crate) db: PgPool,
     pub(crate) events: EventLog,
     pub(crate) registry: Registry,
+    pub(crate) commands: CommandService,
+    pub(crate) keys: KeyStore,
+    pub(crate) tokens: TokenStore,
+    pub(crate) rate_limits: RateLimits,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) fingerprints: crate::ingest::Fingerprinter,
 }
 
 /// A built, bound, not yet serving service.
@@ -73,13 +93,21 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
-    commands: CommandService,
 }
 
 impl Application {
     /// Connects to NATS (refusing a server older than 2.11) and PostgreSQL, optionally applies
     /// migrations and provisions the stream, and binds the listener.
     pub async fn build(settings: ServiceSettings, registry: Registry) -> Result<Self, ServeError> {
+        Self::build_with_clock(settings, registry, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with a clock of the caller's (tests move time with it).
+    pub async fn build_with_clock(
+        settings: ServiceSettings,
+        registry: Registry,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServeError> {
         let db = if settings.setup {
             funnel_db::ensure_database(&settings.db).await?;
             let pool = funnel_db::connect(&settings.db).await?;
@@ -95,14 +123,25 @@ impl Application {
         }
         let http_metrics = HttpMetrics::register(&registry)?;
         let state = AppState {
+            commands: CommandService::new(events.clone()),
+            keys: KeyStore::new(db.clone()),
+            fingerprints: crate::ingest::Fingerprinter::new(db.clone()),
+            tokens: TokenStore::new(db.clone()),
+            rate_limits: RateLimits::new(settings.rate_limit_per_second, settings.rate_limit_burst),
+            clock,
             db,
             events,
             registry,
         };
-        let commands = CommandService::new(state.events.clone());
         let router = routes::router(state.clone(), http_metrics)
-            .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
-            .layer(TraceLayer::new_for_http());
+            .layer(axum::extract::DefaultBodyLimit::max(
+                settings.max_body_bytes,
+            ))
+            .layer(TraceLayer::new_for_http())
+            .layer(axum::middleware::from_fn_with_state(
+                settings.request_timeout,
+                limit_duration,
+            ));
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .map_err(|source| ServeError::Bind {
@@ -113,7 +152,6 @@ impl Application {
             listener,
             router,
             state,
-            commands,
         })
     }
 
@@ -127,7 +165,13 @@ impl Application {
     /// The command side, for callers in the same process (the CLI's tools, tests).
     #[must_use]
     pub fn commands(&self) -> &CommandService {
-        &self.commands
+        &self.state.commands
+    }
+
+    /// The API token store, for the CLI's `token` commands and tests.
+    #[must_use]
+    pub fn tokens(&self) -> &TokenStore {
+        &self.state.tokens
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
@@ -160,6 +204,19 @@ pub async fn run(
         .await?
         .run_until_stopped(shutdown)
         .await
+}
+
+/// Answers 504 when a request outlives its budget. The handler future is dropped then, which is
+/// safe: appends are idempotent by event id and a caller may retry.
+async fn limit_duration(
+    axum::extract::State(budget): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(budget, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::Timeout),
+    }
 }
 
 /// How long a readiness probe waits for each dependency.

@@ -100,6 +100,21 @@ impl CommandService {
         expected: Option<u64>,
         command: &JourneyCommand,
     ) -> Result<Executed<JourneyEvent>, CommandError> {
+        self.execute_journey_with_id(id, expected, command, None)
+            .await
+    }
+
+    /// [`CommandService::execute_journey`] with the event's id chosen by the caller: derived
+    /// from an inbound message's own id, a retry appends the same event id, which the event log
+    /// recognises as already stored instead of recording the fact twice.
+    #[tracing::instrument(skip(self, command), fields(journey_id = %id))]
+    pub async fn execute_journey_with_id(
+        &self,
+        id: JourneyId,
+        expected: Option<u64>,
+        command: &JourneyCommand,
+        event_id: Option<uuid::Uuid>,
+    ) -> Result<Executed<JourneyEvent>, CommandError> {
         let key = journey_key(id);
         for _ in 0..=CONFLICT_RETRIES {
             let loaded = self.load_journey(id).await?;
@@ -107,7 +122,16 @@ impl CommandService {
             let decided = funnel_domain::decide(&loaded.state, command)?;
             let new_events = decided
                 .iter()
-                .map(|event| to_new_event(id.to_string(), &DomainEvent::Journey(event.clone())))
+                .enumerate()
+                .map(|(index, event)| {
+                    let event = DomainEvent::Journey(event.clone());
+                    match event_id {
+                        Some(event_id) if index == 0 => {
+                            to_new_event_with_id(event_id, id.to_string(), &event)
+                        }
+                        _ => to_new_event(id.to_string(), &event),
+                    }
+                })
                 .collect();
             match self.append(&key, loaded.version, new_events).await {
                 Ok(version) => {
@@ -194,6 +218,92 @@ impl CommandService {
         self.execute_journey(journey, None, &command).await
     }
 
+    /// Starts a journey with events whose ids the caller chose, deciding `commands` in order
+    /// (e.g. the referral, then a pre-screen result that came with it, then a duplicate link)
+    /// and appending all their events atomically to a journey that must not exist yet.
+    ///
+    /// Deterministic ids make a retry safe for good: a retry after a lost ack or a crash
+    /// re-appends the same ids, and the event log recognises its own events after the conflict
+    /// and reports the original append. A journey started by other events is a conflict:
+    /// `StaleVersion { expected: 0, .. }`.
+    #[tracing::instrument(skip(self, commands), fields(journey_id = %id, events = commands.len()))]
+    pub async fn start_journey_with_ids(
+        &self,
+        id: JourneyId,
+        commands: &[(uuid::Uuid, JourneyCommand)],
+    ) -> Result<Executed<JourneyEvent>, CommandError> {
+        let mut state = JourneyState::NotStarted;
+        let mut decided = Vec::with_capacity(commands.len());
+        let mut new_events = Vec::with_capacity(commands.len());
+        for (event_id, command) in commands {
+            let events = funnel_domain::decide(&state, command)?;
+            let [event] = <[JourneyEvent; 1]>::try_from(events).map_err(|events| {
+                DomainError::Invalid(format!(
+                    "`{}` decided {} events; one id was given",
+                    command.name(),
+                    events.len()
+                ))
+            })?;
+            state = funnel_domain::evolve(state, &event);
+            new_events.push(to_new_event_with_id(
+                *event_id,
+                id.to_string(),
+                &DomainEvent::Journey(event.clone()),
+            ));
+            decided.push(event);
+        }
+        if decided.is_empty() {
+            return Err(
+                DomainError::Invalid("no command to start the journey with".to_owned()).into(),
+            );
+        }
+        match self.append(&journey_key(id), None, new_events).await {
+            Ok(version) => Ok(Executed {
+                events: decided,
+                version,
+            }),
+            Err(AppendError::Conflict { actual, .. }) => Err(CommandError::StaleVersion {
+                expected: 0,
+                actual,
+            }),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// [`CommandService::receive_referral`] with caller-chosen event ids and follow-up commands
+    /// decided in the same atomic append (see [`CommandService::start_journey_with_ids`]). The
+    /// first command must be the referral; its contact is sealed under the candidate's key.
+    pub async fn receive_referral_with_ids(
+        &self,
+        keys: &KeyStore,
+        candidate: CandidateId,
+        contact: &ContactDetails,
+        mut commands: Vec<(uuid::Uuid, JourneyCommand)>,
+    ) -> Result<Executed<JourneyEvent>, CommandError> {
+        let Some((
+            _,
+            JourneyCommand::ReceiveReferral {
+                journey_id,
+                contact: sealed,
+                candidate_id,
+                ..
+            },
+        )) = commands.first_mut()
+        else {
+            return Err(
+                DomainError::Invalid("the first command must be the referral".to_owned()).into(),
+            );
+        };
+        if *candidate_id != candidate {
+            return Err(
+                DomainError::Invalid("the referral names another candidate".to_owned()).into(),
+            );
+        }
+        *sealed = keys.seal(candidate, contact).await?;
+        let journey = *journey_id;
+        self.start_journey_with_ids(journey, &commands).await
+    }
+
     async fn append(
         &self,
         key: &StreamKey,
@@ -236,6 +346,14 @@ fn to_new_event(subject: String, event: &DomainEvent) -> NewEvent {
         time: event.at(),
         subject,
         data: Bytes::from(serde_json::to_vec(&encoded.data).expect("JSON values serialise")),
+    }
+}
+
+/// [`to_new_event`] with an id of the caller's, for appends that must be repeatable.
+fn to_new_event_with_id(id: uuid::Uuid, subject: String, event: &DomainEvent) -> NewEvent {
+    NewEvent {
+        id,
+        ..to_new_event(subject, event)
     }
 }
 

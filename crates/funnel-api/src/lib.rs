@@ -5,9 +5,15 @@
 //! in-flight requests finish and the event log commits every queued append before returning.
 
 mod app;
+pub mod auth;
+pub mod clock;
+mod cloudevents;
 pub mod commands;
+mod extract;
+mod ingest;
 mod metrics;
 pub mod problem;
+mod rate_limit;
 mod routes;
 
 pub use app::{Application, ServeError, ServiceSettings, run};

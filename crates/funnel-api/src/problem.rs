@@ -44,33 +44,96 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Errors of the HTTP layer. Internal causes are logged with their chain and never sent.
+/// Errors of the HTTP layer, each mapped to its status here and nowhere else. Internal causes
+/// are logged with their chain and never sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// Malformed syntax: not JSON, a bad header, a bad path parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the aggregate's state (an illegal transition names the stage).
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` named a version that is no longer current.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Well-formed but semantically invalid (a country that does not exist, a blank reason).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error("the request took too long")]
+    Timeout,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl ApiError {
+    #[must_use]
+    pub const fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem document a caller sees.
+    #[must_use]
+    pub fn to_problem(&self) -> Problem {
+        let detail = match self {
+            Self::Internal(_) => {
+                "The request could not be completed; it has been logged.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        Problem::new(self.status(), detail)
+    }
+
+    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self {
-            Self::NotFound(detail) => Problem::new(StatusCode::NOT_FOUND, detail).into_response(),
-            Self::Unavailable(detail) => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail).into_response()
-            }
-            Self::Internal(source) => {
-                tracing::error!(error = %error_chain(source.as_ref()), "internal error");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The request could not be completed; it has been logged.".to_owned(),
-                )
-                .into_response()
-            }
+        if let Self::Internal(source) = &self {
+            tracing::error!(error = %error_chain(source.as_ref()), "internal error");
         }
+        let mut response = self.to_problem().into_response();
+        if let Self::TooManyRequests { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -85,4 +148,36 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+impl From<crate::commands::CommandError> for ApiError {
+    fn from(error: crate::commands::CommandError) -> Self {
+        use crate::commands::CommandError;
+        use funnel_domain::DomainError;
+        match error {
+            CommandError::Domain(domain) => match domain {
+                DomainError::NotStarted | DomainError::StudyNotCreated => {
+                    Self::NotFound(domain.to_string())
+                }
+                DomainError::Invalid(_)
+                | DomainError::UnknownSite(_)
+                | DomainError::UnknownCampaign(_) => Self::Unprocessable(domain.to_string()),
+                _ => Self::Conflict(domain.to_string()),
+            },
+            CommandError::StaleVersion { .. } => Self::PreconditionFailed(format!(
+                "{error}; read it again and decide on its current state"
+            )),
+            CommandError::Contended => Self::Conflict(error.to_string()),
+            CommandError::Append(
+                funnel_eventlog::AppendError::Unavailable { .. }
+                | funnel_eventlog::AppendError::ShutDown,
+            ) => Self::Unavailable(
+                "the event log is not answering; retrying the same request is safe".to_owned(),
+            ),
+            CommandError::Privacy(funnel_privacy::PrivacyError::Erased) => {
+                Self::Conflict("the candidate's personal data has been erased".to_owned())
+            }
+            other => Self::internal(other),
+        }
+    }
 }

@@ -14,6 +14,9 @@ use funnel_domain::{CandidateId, ContactDetails, SealedContact};
 use rand::RngCore as _;
 use sqlx::PgPool;
 
+pub mod fingerprint;
+pub use fingerprint::{Fingerprint, FingerprintKey};
+
 const ALG: &str = "xchacha20poly1305";
 const KEY_LEN: usize = 32;
 

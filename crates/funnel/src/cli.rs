@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use funnel_api::ServiceSettings;
+use funnel_api::auth::{NewToken, Role, TokenStore};
 use funnel_db::DbSettings;
+use funnel_domain::{AgentId, CampaignId, Language, SiteId, SponsorId, StudyId};
 use funnel_eventlog::{EventLog, EventLogSettings};
 
 #[derive(Debug, Parser)]
@@ -41,6 +43,58 @@ enum Command {
         #[command(subcommand)]
         command: StreamCommand,
     },
+    /// Manage API tokens (shown once when created, stored hashed).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (the only time it is shown).
+    Create(CreateTokenArgs),
+    /// Revoke a token at once.
+    Revoke {
+        /// The token's id (as listed).
+        id: uuid::Uuid,
+    },
+    /// List tokens with their role and scope (never their secrets).
+    List,
+}
+
+#[derive(Debug, Args)]
+struct CreateTokenArgs {
+    /// admin, campaign, agent, site or sponsor.
+    #[arg(long)]
+    role: Role,
+    /// A name that says whose token it is.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// The sponsor whose studies a sponsor token reads.
+    #[arg(long)]
+    sponsor: Option<SponsorId>,
+    /// The campaign a campaign token posts referrals for.
+    #[arg(long)]
+    campaign: Option<CampaignId>,
+    /// The agent an agent token acts as.
+    #[arg(long)]
+    agent: Option<AgentId>,
+    /// The site a site token belongs to.
+    #[arg(long)]
+    site: Option<SiteId>,
+    /// A study the token may work on (repeat for several).
+    #[arg(long = "study")]
+    studies: Vec<StudyId>,
+    /// A language an agent calls in (repeat for several), e.g. `es`, `pt-BR`.
+    #[arg(long = "language", value_parser = parse_language)]
+    languages: Vec<Language>,
+}
+
+fn parse_language(text: &str) -> Result<Language, String> {
+    Language::parse(text).map_err(|err| err.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +224,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Token { command, db } => token(command, &db).await,
         Command::Stream {
             command: StreamCommand::Provision(args),
         } => {
@@ -191,6 +246,57 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn token(command: TokenCommand, db: &DbArgs) -> anyhow::Result<()> {
+    let settings = db.settings();
+    funnel_db::ensure_database(&settings).await?;
+    let pool = funnel_db::connect(&settings).await?;
+    funnel_db::migrate(&pool).await?;
+    let tokens = TokenStore::new(pool);
+    let mut out = std::io::stdout().lock();
+    match command {
+        TokenCommand::Create(args) => {
+            let (info, token) = tokens
+                .create(&NewToken {
+                    name: args.name,
+                    role: Some(args.role),
+                    sponsor_id: args.sponsor,
+                    campaign_id: args.campaign,
+                    agent_id: args.agent,
+                    site_id: args.site,
+                    study_ids: args.studies,
+                    languages: args.languages,
+                })
+                .await?;
+            writeln!(out, "{token}")?;
+            tracing::info!(id = %info.id, role = %info.principal.role, "token created; it is shown only once");
+        }
+        TokenCommand::Revoke { id } => {
+            if tokens.revoke(id).await? {
+                writeln!(out, "revoked {id}")?;
+            } else {
+                anyhow::bail!("no active token with id {id}");
+            }
+        }
+        TokenCommand::List => {
+            for info in tokens.list().await? {
+                let state = info
+                    .revoked_at
+                    .map_or_else(|| "active".to_owned(), |at| format!("revoked {at}"));
+                writeln!(
+                    out,
+                    "{}  {:<8}  {:<24}  {}  {}",
+                    info.id,
+                    info.principal.role,
+                    info.name,
+                    state,
+                    serde_json::to_string(&info.principal)?
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

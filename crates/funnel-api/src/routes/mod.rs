@@ -10,6 +10,12 @@ use utoipa::{OpenApi as _, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod cloudevents;
+mod journeys;
+mod privacy;
+mod referrals;
+mod setup;
+
 use crate::app::{AppState, READINESS_TIMEOUT};
 use crate::metrics::{self, HttpMetrics};
 use crate::problem::{ApiError, Problem};
@@ -21,17 +27,45 @@ use crate::problem::{ApiError, Problem};
         description = "Event-sourced patient-recruitment funnel for clinical trials."
     ),
     tags(
-        (name = "operations", description = "Health, readiness, metrics and this document")
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "setup", description = "Studies, sites and campaigns (admin)"),
+        (name = "referrals", description = "Referral ingest for campaigns"),
+        (name = "journeys", description = "What happens in a candidate's journey"),
+        (name = "privacy", description = "Data-protection requests")
     ),
+    modifiers(&BearerAuth),
     components(schemas(Problem))
 )]
 struct ApiDoc;
+
+/// Declares the bearer-token scheme that every non-operations route requires.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            utoipa::openapi::security::SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::new()
+                    .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                    .bearer_format("fnl_<id>_<secret>")
+                    .build(),
+            ),
+        );
+    }
+}
 
 pub(crate) fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics_text))
+        .merge(setup::routes())
+        .merge(referrals::routes())
+        .merge(journeys::routes())
+        .merge(cloudevents::routes())
+        .merge(privacy::routes())
         .with_state(state)
         .split_for_parts();
     let api = std::sync::Arc::new(api);
