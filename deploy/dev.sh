@@ -36,5 +36,11 @@ log "applying migrations and provisioning the stream"
 target/release/funnel migrate
 target/release/funnel stream provision
 
+# An admin token for trying the API, created once and kept (readable by this user only).
+token_file="$DATA_DIR/admin-token"
+if [ ! -s "$token_file" ]; then
+  (umask 077; target/release/funnel token create --role admin --name "local admin" >"$token_file")
+fi
 log "serving at http://$FUNNEL_HTTP_ADDR  (health: /health, metrics: /metrics, API: /openapi.json)"
+log "admin token (kept in .data/admin-token): $(cat "$token_file")"
 target/release/funnel serve

@@ -32,3 +32,6 @@ export FUNNEL_NATS_SERVER_BIN="$NATS_SERVER_BIN"
 export FUNNEL_TEST_DATABASE_URL="${FUNNEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 log "running the test suite (nats-server $NATS_SERVER_VERSION on :$port, PostgreSQL on :5432)"
 cargo test --workspace --locked "$@"
+
+# The API fuzzed through its own OpenAPI document: no 5xx, no response outside the schema.
+bash "$FUNNEL_ROOT/deploy/schemathesis.sh"

@@ -38,14 +38,30 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 /// Starts the whole service on port 0 against its own stream and database.
 pub(crate) async fn spawn_app_with(nats: TestNats) -> TestApp {
+    spawn_app_configured(nats, |_| {}).await
+}
+
+/// [`spawn_app`] with settings changed by `configure` first (a lower rate limit, a shorter
+/// request timeout).
+pub(crate) async fn spawn_app_with_settings(
+    configure: impl FnOnce(&mut ServiceSettings),
+) -> TestApp {
+    spawn_app_configured(funnel_testkit::test_nats().await, configure).await
+}
+
+async fn spawn_app_configured(
+    nats: TestNats,
+    configure: impl FnOnce(&mut ServiceSettings),
+) -> TestApp {
     let db = funnel_testkit::test_database().await;
     let prefix = funnel_testkit::unique_prefix();
     let eventlog = EventLogSettings::new(nats.url.clone(), prefix.to_uppercase(), prefix);
-    let settings = ServiceSettings::new(
+    let mut settings = ServiceSettings::new(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         db.settings.clone(),
         eventlog.clone(),
     );
+    configure(&mut settings);
     let clock = ManualClock::new(chrono::Utc::now());
     let app = Application::build_with_clock(
         settings,
