@@ -550,6 +550,18 @@ async fn the_same_person_referred_again_is_linked_as_a_duplicate_through_keyed_h
             }
         }
     }
+    // The campaigns' own references are kept only as keyed hashes.
+    let keys: Vec<(String,)> = sqlx::query_as("SELECT idempotency_key FROM referral_requests")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    for (key,) in &keys {
+        assert!(
+            key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key} is not a keyed hash"
+        );
+    }
     let prints: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT fingerprint FROM contact_fingerprints")
         .fetch_all(&app.db.pool)
         .await

@@ -194,6 +194,9 @@ struct Validated {
     prescreen: Option<PrescreenInput>,
     /// `ext:<external id>` or `key:<Idempotency-Key>`.
     key: String,
+    /// How `key` is stored: keyed-hashed, since a campaign's own reference may identify a
+    /// person and must not outlive an erasure in plaintext.
+    stored_key: String,
 }
 
 /// What the request hash covers: every field, normalised (so a retry with the phone in another
@@ -276,9 +279,14 @@ impl Ingest {
         idempotency_key: Option<&str>,
     ) -> Result<Ingested, ApiError> {
         principal.require_referral_poster(request.study_id, request.campaign_id)?;
-        let referral = validate(request, idempotency_key)?;
+        let mut referral = validate(request, idempotency_key)?;
         self.check_study(&referral).await?;
         let key = self.state.fingerprints.key().await?;
+        referral.stored_key = key
+            .mac("referral.idempotency_key", referral.key.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
         let request_hash = request_hash(&key, &referral);
         let ids = EventIds::new(referral.campaign_id, &referral.key);
 
@@ -313,7 +321,7 @@ impl Ingest {
                      WHERE campaign_id = $1 AND idempotency_key = $2",
                 )
                 .bind(referral.campaign_id.as_uuid())
-                .bind(&referral.key)
+                .bind(&referral.stored_key)
                 .bind(primary_candidate.as_uuid())
                 .execute(&self.state.db)
                 .await
@@ -429,7 +437,7 @@ impl Ingest {
              RETURNING journey_id",
         )
         .bind(referral.campaign_id.as_uuid())
-        .bind(&referral.key)
+        .bind(&referral.stored_key)
         .bind(request_hash.as_slice())
         .bind(journey.as_uuid())
         .bind(candidate.as_uuid())
@@ -450,7 +458,7 @@ impl Ingest {
              WHERE campaign_id = $1 AND idempotency_key = $2",
         )
         .bind(referral.campaign_id.as_uuid())
-        .bind(&referral.key)
+        .bind(&referral.stored_key)
         .fetch_one(&self.state.db)
         .await
         .map_err(ApiError::internal)?;
@@ -756,6 +764,7 @@ fn validate(
         contact,
         prescreen: request.prescreen,
         key,
+        stored_key: String::new(),
     })
 }
 
