@@ -147,6 +147,13 @@ impl TestApp {
             .expect("the request is answered")
     }
 
+    /// Signals the service to stop, as SIGTERM does, without waiting for it.
+    pub(crate) fn request_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
     /// Stops the service the way SIGTERM does and waits until it has drained.
     pub(crate) async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

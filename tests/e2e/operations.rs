@@ -91,12 +91,83 @@ async fn openapi_document_is_3_1_and_lists_every_route() {
 }
 
 #[tokio::test]
-async fn unknown_routes_are_404() {
+async fn unknown_routes_are_404_problems() {
     let app = spawn_app().await;
+    let response = app.get("/no-such-thing").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        app.get("/no-such-thing").await.status(),
-        StatusCode::NOT_FOUND
+        response.headers()["content-type"],
+        "application/problem+json"
     );
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/no-such-thing")
+    );
+    app.stop().await;
+}
+
+/// SIGTERM while a batch is being ingested: the service stops taking new connections but
+/// finishes the batch, and every referral it answered for is on the stream.
+#[tokio::test]
+async fn shutdown_finishes_in_flight_appends() {
+    let mut app = spawn_app().await;
+    let campaign = crate::referrals::campaign(&app).await;
+    let head = app.log.stream_head().await.unwrap();
+    let referrals: Vec<Value> = (0..200)
+        .map(|i| {
+            crate::referrals::body(
+                &campaign,
+                &format!("drain-{i}"),
+                "Drain Test",
+                Some(&format!("+34 600 {i:06}")),
+                None,
+            )
+        })
+        .collect();
+    let request = app
+        .http
+        .post(app.url("/v1/referrals/batch"))
+        .bearer_auth(&campaign.token)
+        .json(&serde_json::json!({ "referrals": referrals }))
+        .send();
+    let in_flight = tokio::spawn(request);
+    funnel_testkit::eventually(
+        "the batch to start appending",
+        std::time::Duration::from_secs(30),
+        || async { (app.log.stream_head().await.unwrap() > head).then_some(()) },
+    )
+    .await;
+    app.request_shutdown();
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight batch is answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 200);
+    assert!(
+        results.iter().all(|result| result["status"] == "created"),
+        "{body}"
+    );
+    for result in results {
+        let journey: funnel_domain::JourneyId =
+            result["journey_id"].as_str().unwrap().parse().unwrap();
+        let stored = app
+            .log
+            .read(&funnel_api::commands::journey_key(journey))
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.len(),
+            1,
+            "the referral of {journey} is on the stream"
+        );
+    }
     app.stop().await;
 }
 

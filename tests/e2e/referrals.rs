@@ -20,14 +20,14 @@ use crate::helpers::{TestApp, spawn_app};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A study with one site and one registered campaign, and that campaign's token.
-struct Campaign {
-    study: StudyId,
-    site: SiteId,
-    campaign: CampaignId,
-    token: String,
+pub(crate) struct Campaign {
+    pub(crate) study: StudyId,
+    pub(crate) site: SiteId,
+    pub(crate) campaign: CampaignId,
+    pub(crate) token: String,
 }
 
-async fn campaign(app: &TestApp) -> Campaign {
+pub(crate) async fn campaign(app: &TestApp) -> Campaign {
     let study = StudyId::new();
     let site = SiteId::new();
     let campaign = CampaignId::new();
@@ -80,7 +80,7 @@ async fn campaign(app: &TestApp) -> Campaign {
     }
 }
 
-fn body(
+pub(crate) fn body(
     c: &Campaign,
     external_id: &str,
     name: &str,

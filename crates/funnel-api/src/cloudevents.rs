@@ -69,7 +69,8 @@ pub(crate) fn parse(
     let events = match content_type.as_str() {
         "application/cloudevents+json" => (Mode::Structured, vec![from_json(body)?]),
         "application/cloudevents-batch+json" => {
-            let events: Vec<IncomingEvent> = serde_json::from_slice(body).map_err(|err| json_error(&err))?;
+            let events: Vec<IncomingEvent> =
+                serde_json::from_slice(body).map_err(|err| json_error(&err))?;
             if events.is_empty() || events.len() > MAX_BATCH {
                 return Err(ApiError::Unprocessable(format!(
                     "a batch holds 1 to {MAX_BATCH} events, not {}",

@@ -8,6 +8,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use funnel_domain::JourneyId;
@@ -104,8 +105,15 @@ async fn post_cloudevents(
     principal: Principal,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("the request body is larger than allowed".to_owned())
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
     let (mode, events) = cloudevents::parse(&headers, &body)?;
     // Run to completion even if the caller goes away, so a redelivery finds the work done.
     let task = tokio::spawn(async move {

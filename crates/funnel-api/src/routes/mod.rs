@@ -74,6 +74,7 @@ pub(crate) fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router
             "/openapi.json",
             axum::routing::get(move || openapi_json(api.clone())),
         )
+        .fallback(no_such_route)
         .layer(axum::middleware::from_fn_with_state(
             http_metrics,
             metrics::track,
@@ -154,6 +155,13 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             .into_response(),
         Err(err) => ApiError::Internal(Box::new(err)).into_response(),
     }
+}
+
+async fn no_such_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "there is no route {}; /openapi.json lists them all",
+        uri.path()
+    ))
 }
 
 async fn openapi_json(api: std::sync::Arc<OpenApi>) -> Response {
