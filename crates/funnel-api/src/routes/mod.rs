@@ -75,6 +75,7 @@ pub(crate) fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router
             axum::routing::get(move || openapi_json(api.clone())),
         )
         .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             http_metrics,
             metrics::track,
@@ -162,6 +163,16 @@ async fn no_such_route(uri: axum::http::Uri) -> ApiError {
         "there is no route {}; /openapi.json lists them all",
         uri.path()
     ))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; /openapi.json lists the methods",
+            uri.path()
+        ),
+    )
 }
 
 async fn openapi_json(api: std::sync::Arc<OpenApi>) -> Response {
