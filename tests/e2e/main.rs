@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod cloudevents;
 mod commands;
 mod journeys;
 mod operations;

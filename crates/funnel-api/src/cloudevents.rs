@@ -69,8 +69,7 @@ pub(crate) fn parse(
     let events = match content_type.as_str() {
         "application/cloudevents+json" => (Mode::Structured, vec![from_json(body)?]),
         "application/cloudevents-batch+json" => {
-            let events: Vec<IncomingEvent> =
-                serde_json::from_slice(body).map_err(|err| json_error(&err))?;
+            let events: Vec<IncomingEvent> = typed(json_value(body)?)?;
             if events.is_empty() || events.len() > MAX_BATCH {
                 return Err(ApiError::Unprocessable(format!(
                     "a batch holds 1 to {MAX_BATCH} events, not {}",
@@ -101,15 +100,19 @@ pub(crate) fn parse(
 }
 
 fn from_json(body: &[u8]) -> Result<IncomingEvent, ApiError> {
-    serde_json::from_slice(body).map_err(|err| json_error(&err))
+    typed(json_value(body)?)
 }
 
-fn json_error(error: &serde_json::Error) -> ApiError {
-    if error.is_syntax() || error.is_eof() {
-        ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
-    } else {
-        ApiError::Unprocessable(format!("not a CloudEvent: {error}"))
-    }
+/// Syntax first: a body that is not JSON at all is a 400, whatever shape it started with.
+fn json_value(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|err| ApiError::BadRequest(format!("the body is not valid JSON: {err}")))
+}
+
+/// Then shape: JSON that is not a CloudEvent (or a batch of them) is a 422.
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value)
+        .map_err(|err| ApiError::Unprocessable(format!("not a CloudEvent: {err}")))
 }
 
 fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<IncomingEvent, ApiError> {

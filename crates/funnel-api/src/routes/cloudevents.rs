@@ -71,6 +71,16 @@ struct CloudEventResults {
     results: Vec<CloudEventResult>,
 }
 
+/// A 200 answers either a redelivered single event or a batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum CloudEventsAnswer {
+    /// Structured or binary mode: the one event, recorded by an earlier delivery.
+    One(CloudEventResult),
+    /// Batched mode: one result per event, in order.
+    Many(CloudEventResults),
+}
+
 /// Accept CloudEvents 1.0 from partner systems.
 ///
 /// Structured mode (`application/cloudevents+json`), batched mode
@@ -89,7 +99,7 @@ struct CloudEventResults {
     ), description = "One CloudEvent (structured), a batch, or the data of one (binary mode, with ce-* headers)"),
     responses(
         (status = CREATED, description = "The event was recorded", body = CloudEventResult),
-        (status = OK, description = "A redelivery of a recorded event, or the results of a batch", body = CloudEventResults),
+        (status = OK, description = "A redelivery of a recorded event, or the results of a batch", body = CloudEventsAnswer),
         (status = BAD_REQUEST, description = "Not JSON or a malformed header", body = Problem, content_type = "application/problem+json"),
         (status = UNAUTHORIZED, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "The token may not record this event", body = Problem, content_type = "application/problem+json"),
@@ -130,12 +140,12 @@ async fn post_cloudevents(
         && let Some((event, outcome)) = results.pop()
     {
         let (status, journey, version) = outcome?;
-        let code = if status == Outcome::Accepted {
-            StatusCode::CREATED
+        let answer = result(&event, status, journey, version);
+        return Ok(if status == Outcome::Accepted {
+            (StatusCode::CREATED, Json(answer)).into_response()
         } else {
-            StatusCode::OK
-        };
-        return Ok((code, Json(result(&event, status, journey, version))).into_response());
+            Json(CloudEventsAnswer::One(answer)).into_response()
+        });
     }
     let results = results
         .into_iter()
@@ -147,7 +157,7 @@ async fn post_cloudevents(
             },
         })
         .collect();
-    Ok(Json(CloudEventResults { results }).into_response())
+    Ok(Json(CloudEventsAnswer::Many(CloudEventResults { results })).into_response())
 }
 
 fn result(
