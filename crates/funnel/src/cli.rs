@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: StreamCommand,
     },
+    /// Measure the service's building blocks on this machine and print the figures.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Manage API tokens (shown once when created, stored hashed).
     Token {
         #[command(subcommand)]
@@ -50,6 +55,12 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The event log's durable append rate, with and without group commit.
+    Append(crate::bench::AppendBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +236,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { command, db } => token(command, &db).await,
+        Command::Bench {
+            command: BenchCommand::Append(args),
+        } => crate::bench::append(args).await,
         Command::Stream {
             command: StreamCommand::Provision(args),
         } => {

@@ -1,5 +1,6 @@
 //! The `funnel` binary: parses configuration and hands over to the libraries.
 
+mod bench;
 mod cli;
 
 use clap::Parser as _;
