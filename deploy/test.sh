@@ -31,7 +31,11 @@ export FUNNEL_TEST_NATS_URL="nats://127.0.0.1:$port"
 export FUNNEL_NATS_SERVER_BIN="$NATS_SERVER_BIN"
 export FUNNEL_TEST_DATABASE_URL="${FUNNEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 log "running the test suite (nats-server $NATS_SERVER_VERSION on :$port, PostgreSQL on :5432)"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@" 2>&1 | tee "$store/cargo-test.log"
 
 # The API fuzzed through its own OpenAPI document: no 5xx, no response outside the schema.
 bash "$FUNNEL_ROOT/deploy/schemathesis.sh"
+
+# One closing line for the whole suite (the fuzzing run above ends with its own summary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' \
+  "$store/cargo-test.log"

@@ -1,0 +1,64 @@
+//! Projections: the runtime that turns the stream into PostgreSQL read models, and the read
+//! models themselves.
+//!
+//! # The runtime ([`Projector`])
+//!
+//! Every [`Projection`] (a read model with a `name` and a logic `version`) runs as a task of
+//! its own:
+//!
+//! * **Checkpoints.** Its position (the stream sequence of the last event applied) is stored in
+//!   `projection_checkpoints(name, version, position, updated_at, status, last_error,
+//!   last_event_time)`. It reads the stream from `position + 1`, gathers a batch (up to
+//!   [`ProjectorSettings::max_batch_events`], or whatever arrived within
+//!   [`ProjectorSettings::batch_linger`] of the first event), and applies the batch *and* moves
+//!   the position in **one PostgreSQL transaction**: each event takes effect exactly once, and a
+//!   restart resumes from the stored position. The checkpoint update is also conditional on the
+//!   position it started from, so even a broken lock could not apply an event twice: the second
+//!   writer's transaction finds the position moved and rolls back.
+//! * **One holder per projection.** Several service instances may run the same projections.
+//!   Each projection takes a session-level PostgreSQL advisory lock,
+//!   `pg_try_advisory_lock(hashtextextended('funnel.projection.<name>.v<version>', 0))`, on a
+//!   connection of its own (detached from the pool). Only the holder runs the projection, and
+//!   all of its transactions run on that same connection, so nothing can be written once the
+//!   session (and with it the lock) is gone. The other instances poll for the lock every
+//!   [`ProjectorSettings::lock_poll`] and take over when the holder shuts down or dies (PostgreSQL
+//!   releases a session lock when the session ends).
+//! * **Stopping loudly.** An event the projection cannot apply (it does not decode, or `apply`
+//!   returns a non-transient error) stops that projection: the events before it in the batch
+//!   are committed, the checkpoint gets `status = 'failed'` and `last_error` (the cause chain),
+//!   an error is logged with the cause chain, `funnel_projection_failed` is set to 1, and the
+//!   event is never skipped. The failed projection keeps its lock until shutdown; when the
+//!   service starts again it tries that event once more (a new release may be able to apply it).
+//! * **Transient failures** (NATS or PostgreSQL unavailable, connection lost) roll back the
+//!   batch in flight; the projection backs off ([`ProjectorSettings::min_backoff`] doubling up to
+//!   [`ProjectorSettings::max_backoff`]), takes its lock again, re-reads its checkpoint and
+//!   resubscribes from the stored position.
+//! * **Shutdown.** [`Projector::run`] takes a shutdown future; when it completes, each
+//!   projection finishes (commits) the batch in flight, closes its session and returns.
+//!
+//! # Metrics
+//!
+//! Registered on the [`prometheus::Registry`] passed to [`Projector::new`], labelled
+//! `projection`: `funnel_projection_position`, `funnel_projection_lag_events` (stream head −
+//! position), `funnel_projection_lag_seconds` (now − time of the last applied event, while
+//! behind), `funnel_projection_events_applied_total`, `funnel_projection_failed` (0/1) and
+//! `funnel_projection_retries_total`. [`status`] (and [`Projector::status`]) report the stored
+//! checkpoints with their lag, for `funnel projections status`.
+//!
+//! # Read models
+//!
+//! * [`StudyFunnel`]: journeys per study × site × stage, referrals per study × source channel.
+//!
+//! Read-model tables carry the projection version in their name (`rm_<name>_v<version>_*`),
+//! so that a rebuild can fill a new version beside the live one.
+
+mod metrics;
+mod projection;
+mod runtime;
+mod status;
+pub mod study_funnel;
+
+pub use projection::{ProjectedEvent, Projection, ProjectionError};
+pub use runtime::{Projector, ProjectorSettings};
+pub use status::{ProjectionStatus, StatusError, status};
+pub use study_funnel::StudyFunnel;

@@ -1,0 +1,158 @@
+//! What a read model implements, and what it is given.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use funnel_domain::DomainEvent;
+use funnel_eventlog::StreamKey;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+/// One decoded event of the stream, as a projection sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectedEvent {
+    /// The stream sequence (the projection's position once applied).
+    pub seq: u64,
+    /// The aggregate (`journey` or `study` and its id) the event belongs to.
+    pub key: StreamKey,
+    /// The event id (`ce-id`).
+    pub id: Uuid,
+    /// The CloudEvents time.
+    pub time: DateTime<Utc>,
+    /// The event, upcast to its current shape.
+    pub event: DomainEvent,
+}
+
+/// Why a projection could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// A PostgreSQL error. Connection-level failures are retried ([`Self::is_transient`]);
+    /// anything else stops the projection.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// The stored event's payload is not JSON.
+    #[error("event {seq} (`{event_type}`): the payload is not JSON")]
+    Payload {
+        seq: u64,
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The stored event does not decode into a domain event.
+    #[error("event {seq} (`{event_type}`) cannot be decoded")]
+    Decode {
+        seq: u64,
+        event_type: String,
+        #[source]
+        source: funnel_domain::DecodeError,
+    },
+    /// The projection found the event inconsistent with what it already knows.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ProjectionError {
+    /// Whether retrying later can succeed: a lost connection, a pool timeout, a server shutting
+    /// down, a serialization failure or deadlock. Anything else is a property of the event or of
+    /// the projection's logic and stops the projection.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(error) => is_transient_sqlx(error),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn is_transient_sqlx(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception, 57P0x: operator intervention (shutdown), 40001:
+            // serialization failure, 40P01: deadlock, 53: insufficient resources.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}
+
+/// A read model built from the stream.
+///
+/// The runtime calls [`Projection::apply`] once per event, in stream order, inside a
+/// transaction that also stores the projection's new position; the transaction commits once
+/// per batch. `apply` must only write through `tx` and must be deterministic: after a transient
+/// failure the batch is rolled back and applied again.
+pub trait Projection: Send + Sync + 'static {
+    /// A stable name, e.g. `study_funnel`: the checkpoint's key and the metrics' label.
+    fn name(&self) -> &'static str;
+
+    /// The logic version: bump it when what `apply` writes changes, so that the new version is
+    /// built from the start of the stream (in tables of its own) instead of continuing the old.
+    fn version(&self) -> u32;
+
+    /// Applies one event. Events the projection does not care about return `Ok(())`.
+    fn apply(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &ProjectedEvent,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe form of [`Projection`] the runtime keeps in a list.
+pub(crate) trait DynProjection: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn version(&self) -> u32;
+    fn apply_boxed<'a, 'c>(
+        &'a self,
+        tx: &'a mut Transaction<'c, Postgres>,
+        event: &'a ProjectedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+impl<P: Projection> DynProjection for P {
+    fn name(&self) -> &'static str {
+        Projection::name(self)
+    }
+
+    fn version(&self) -> u32 {
+        Projection::version(self)
+    }
+
+    fn apply_boxed<'a, 'c>(
+        &'a self,
+        tx: &'a mut Transaction<'c, Postgres>,
+        event: &'a ProjectedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(self.apply(tx, event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_transient_and_logic_errors_are_not() {
+        assert!(ProjectionError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(
+            ProjectionError::Database(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset
+            )))
+            .is_transient()
+        );
+        assert!(!ProjectionError::Database(sqlx::Error::RowNotFound).is_transient());
+        assert!(!ProjectionError::Invalid("bad".into()).is_transient());
+    }
+}

@@ -1,0 +1,645 @@
+//! The projector runtime: one task per projection, each holding its advisory lock, reading the
+//! stream from its checkpoint and applying batches in one transaction with the new position.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use funnel_eventlog::{EventLog, ReadError, RecordedEvent};
+use futures::StreamExt;
+use prometheus::Registry;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::projection::{DynProjection, ProjectedEvent, Projection, ProjectionError};
+use crate::status::{ProjectionStatus, StatusError, read_status};
+
+/// How the runtime batches, polls and backs off.
+#[derive(Clone, Debug)]
+pub struct ProjectorSettings {
+    /// Most events applied in one transaction.
+    pub max_batch_events: usize,
+    /// After the first event of a batch arrives, how long to wait for more before applying.
+    pub batch_linger: Duration,
+    /// How often an instance that does not hold a projection's lock tries to take it.
+    pub lock_poll: Duration,
+    /// First pause after a transient failure; doubles per failure up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How often lag metrics are refreshed while no events arrive.
+    pub lag_refresh: Duration,
+    /// A subscription that delivers nothing for this long while the stream head is ahead of
+    /// the position counts as stalled (e.g. after a nats-server restart) and is replaced.
+    pub stall_timeout: Duration,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 500,
+            batch_linger: Duration::from_millis(5),
+            lock_poll: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            lag_refresh: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs projections against the stream. See the crate documentation for the guarantees.
+pub struct Projector {
+    log: EventLog,
+    pool: PgPool,
+    projections: Vec<Arc<dyn DynProjection>>,
+    metrics: Metrics,
+    settings: ProjectorSettings,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field(
+                "projections",
+                &self
+                    .projections
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A transient failure: the projection is restarted from its stored position after a pause.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("PostgreSQL")]
+    Database(#[from] sqlx::Error),
+    #[error("reading the stream")]
+    Stream(#[from] ReadError),
+    #[error("the stream subscription ended")]
+    SubscriptionEnded,
+    #[error(
+        "the stream subscription delivered nothing for {0:?} although the stream head is at {1}"
+    )]
+    Stalled(Duration, u64),
+    #[error("the checkpoint is no longer at {expected}: another instance applied events")]
+    CheckpointMoved { expected: u64 },
+    #[error("applying an event")]
+    Apply(#[source] ProjectionError),
+}
+
+/// Why a batch stopped before its end, for good.
+struct EventFailure {
+    seq: u64,
+    error: Box<dyn StdError + Send + Sync>,
+}
+
+enum Exit {
+    Shutdown,
+}
+
+/// The text of an error and all its sources, `outer: inner: innermost`.
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Projector {
+    /// A runtime over `log` and `pool`, with its metrics registered on `registry`.
+    ///
+    /// # Errors
+    /// When the metrics are already registered on `registry`.
+    pub fn new(
+        log: EventLog,
+        pool: PgPool,
+        registry: &Registry,
+        settings: ProjectorSettings,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            log,
+            pool,
+            projections: Vec::new(),
+            metrics: Metrics::register(registry)?,
+            settings,
+        })
+    }
+
+    /// Adds a projection. Names must be unique: a second projection with a name already added
+    /// replaces the first.
+    #[must_use]
+    pub fn with<P: Projection>(mut self, projection: P) -> Self {
+        let name = Projection::name(&projection);
+        self.projections.retain(|p| p.name() != name);
+        self.projections.push(Arc::new(projection));
+        self
+    }
+
+    /// The checkpoints of this runtime's projections (those never started show position 0),
+    /// with their lag against the stream head.
+    ///
+    /// # Errors
+    /// When PostgreSQL cannot be read (the stream head is optional: lag is then unknown).
+    pub async fn status(&self) -> Result<Vec<ProjectionStatus>, StatusError> {
+        let mut rows = read_status(&self.pool, Some(&self.log)).await?;
+        let mut result = Vec::new();
+        for projection in &self.projections {
+            let (name, version) = (projection.name(), projection.version());
+            match rows
+                .iter()
+                .position(|row| row.name == name && row.version == version)
+            {
+                Some(index) => result.push(rows.swap_remove(index)),
+                None => result.push(ProjectionStatus::not_started(name, version)),
+            }
+        }
+        Ok(result)
+    }
+
+    /// Runs every projection until `shutdown` completes, then lets each finish the batch in
+    /// flight and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let token = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for projection in &self.projections {
+            let worker = Worker {
+                log: self.log.clone(),
+                pool: self.pool.clone(),
+                name: projection.name(),
+                version: projection.version(),
+                projection: Arc::clone(projection),
+                metrics: self.metrics.clone(),
+                settings: self.settings.clone(),
+            };
+            tasks.spawn(worker.run(token.clone()));
+        }
+        shutdown.await;
+        tracing::info!("projector shutting down");
+        token.cancel();
+        while let Some(result) = tasks.join_next().await {
+            if let Err(error) = result {
+                tracing::error!(error = %error, "a projection task panicked");
+            }
+        }
+    }
+}
+
+struct Worker {
+    log: EventLog,
+    pool: PgPool,
+    name: &'static str,
+    version: u32,
+    projection: Arc<dyn DynProjection>,
+    metrics: Metrics,
+    settings: ProjectorSettings,
+}
+
+impl Worker {
+    async fn run(self, token: CancellationToken) {
+        let mut backoff = self.settings.min_backoff;
+        loop {
+            if token.is_cancelled() {
+                return;
+            }
+            match self.run_once(&token, &mut backoff).await {
+                Ok(Exit::Shutdown) => return,
+                Err(error) => {
+                    self.metrics.retries.with_label_values(&[self.name]).inc();
+                    tracing::warn!(
+                        projection = self.name,
+                        version = self.version,
+                        error = %error_chain(&error),
+                        retry_in = ?backoff,
+                        "projection interrupted; resuming from its stored position"
+                    );
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+            }
+        }
+    }
+
+    fn version_i32(&self) -> i32 {
+        i32::try_from(self.version).unwrap_or(i32::MAX)
+    }
+
+    fn label(&self) -> [&'static str; 1] {
+        [self.name]
+    }
+
+    /// Takes the lock, then applies batches until shutdown or a transient failure.
+    async fn run_once(
+        &self,
+        token: &CancellationToken,
+        backoff: &mut Duration,
+    ) -> Result<Exit, RunError> {
+        // A connection of its own, outside the pool: the session lock lives and dies with it,
+        // and every transaction of this projection runs on it, so no write can happen after
+        // the lock is lost.
+        let mut conn = self.pool.acquire().await?.detach();
+        let lock_key = format!("funnel.projection.{}.v{}", self.name, self.version);
+        loop {
+            let taken: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                    .bind(&lock_key)
+                    .fetch_one(&mut conn)
+                    .await?;
+            if taken {
+                break;
+            }
+            tokio::select! {
+                () = token.cancelled() => {
+                    let _ = conn.close().await;
+                    return Ok(Exit::Shutdown);
+                }
+                () = tokio::time::sleep(self.settings.lock_poll) => {}
+            }
+        }
+        tracing::info!(
+            projection = self.name,
+            version = self.version,
+            "took the projection's lock"
+        );
+        let result = self.run_locked(&mut conn, token, backoff).await;
+        if result.is_ok() {
+            // Graceful: closing the session releases the lock at once.
+            let _ = conn.close().await;
+        }
+        result
+    }
+
+    async fn run_locked(
+        &self,
+        conn: &mut PgConnection,
+        token: &CancellationToken,
+        backoff: &mut Duration,
+    ) -> Result<Exit, RunError> {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, version) VALUES ($1, $2) \
+             ON CONFLICT (name, version) DO NOTHING",
+        )
+        .bind(self.name)
+        .bind(self.version_i32())
+        .execute(&mut *conn)
+        .await?;
+        let row = sqlx::query(
+            "SELECT position, status, last_event_time FROM projection_checkpoints \
+             WHERE name = $1 AND version = $2",
+        )
+        .bind(self.name)
+        .bind(self.version_i32())
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut position = u64::try_from(row.try_get::<i64, _>("position")?).unwrap_or(0);
+        let status: String = row.try_get("status")?;
+        let mut last_time: Option<DateTime<Utc>> = row.try_get("last_event_time")?;
+        if status == "failed" {
+            tracing::warn!(
+                projection = self.name,
+                version = self.version,
+                position,
+                "the projection had failed; trying the event after its position again"
+            );
+        }
+        self.metrics
+            .failed
+            .with_label_values(&self.label())
+            .set(i64::from(status == "failed"));
+        self.metrics
+            .position
+            .with_label_values(&self.label())
+            .set(to_i64(position));
+        let mut head = self
+            .refresh_lag(position, last_time)
+            .await
+            .unwrap_or(position);
+
+        let mut events = Box::pin(self.log.subscribe(position + 1).await?);
+        let mut tick = tokio::time::interval(self.settings.lag_refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_delivery = Instant::now();
+        loop {
+            // The tick comes before the events so that lag is refreshed under steady load too.
+            let first = tokio::select! {
+                biased;
+                () = token.cancelled() => return Ok(Exit::Shutdown),
+                _ = tick.tick() => {
+                    if let Some(fresh) = self.refresh_lag(position, last_time).await {
+                        head = fresh;
+                    }
+                    let quiet = last_delivery.elapsed();
+                    if head > position && quiet > self.settings.stall_timeout {
+                        return Err(RunError::Stalled(quiet, head));
+                    }
+                    continue;
+                }
+                next = events.next() => next,
+            };
+            let mut batch: Vec<RecordedEvent> = Vec::new();
+            let mut stream_end: Option<Result<EventFailure, RunError>> = None;
+            let mut push = |item: Option<Result<RecordedEvent, ReadError>>,
+                            batch: &mut Vec<RecordedEvent>|
+             -> bool {
+                match item {
+                    Some(Ok(event)) => {
+                        let last = batch.last().map_or(position, |e| e.seq);
+                        // Redeliveries after a reconnect are skipped by position.
+                        if event.seq > last {
+                            batch.push(event);
+                        }
+                        true
+                    }
+                    Some(Err(ReadError::Malformed {
+                        seq,
+                        subject,
+                        reason,
+                    })) => {
+                        stream_end = Some(Ok(EventFailure {
+                            seq,
+                            error: format!("message {seq} on {subject} is malformed: {reason}")
+                                .into(),
+                        }));
+                        false
+                    }
+                    Some(Err(error)) => {
+                        stream_end = Some(Err(RunError::Stream(error)));
+                        false
+                    }
+                    None => {
+                        stream_end = Some(Err(RunError::SubscriptionEnded));
+                        false
+                    }
+                }
+            };
+            if push(first, &mut batch) {
+                let deadline = Instant::now() + self.settings.batch_linger;
+                while batch.len() < self.settings.max_batch_events {
+                    match tokio::time::timeout_at(deadline, events.next()).await {
+                        Err(_) => break,
+                        Ok(item) => {
+                            if !push(item, &mut batch) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            // The batch is applied even when shutdown was asked for meanwhile.
+            let (failure, stream_error) = match stream_end {
+                None => (None, None),
+                Some(Ok(failure)) => (Some(failure), None),
+                Some(Err(error)) => (None, Some(error)),
+            };
+            let (applied, failure) = self.apply_batch(conn, position, &batch, failure).await?;
+            if let Some((last_seq, time)) = applied {
+                position = last_seq;
+                last_time = Some(time);
+                *backoff = self.settings.min_backoff;
+                self.metrics
+                    .position
+                    .with_label_values(&self.label())
+                    .set(to_i64(position));
+                self.metrics.failed.with_label_values(&self.label()).set(0);
+                // Against the head last seen; the tick reads the real head.
+                head = head.max(position);
+                self.record_lag(head, position, last_time);
+            }
+            if let Some(failure) = failure {
+                self.mark_failed(conn, &failure).await?;
+                // Stopped for good in this process; the lock stays held so that no other
+                // instance starts over on the same event, until shutdown (or this session dies).
+                token.cancelled().await;
+                return Ok(Exit::Shutdown);
+            }
+            if let Some(error) = stream_error {
+                return Err(error);
+            }
+            // Quiet time counts from when we are ready for more, not from the batch's start.
+            last_delivery = Instant::now();
+        }
+    }
+
+    /// Decodes and applies `batch` after `position`. Returns the new `(position, event time)` if
+    /// anything was committed, and the event the projection stopped at, if any: on a failure at
+    /// event *n*, events before *n* are committed and nothing from *n* on.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        position: u64,
+        batch: &[RecordedEvent],
+        mut failure: Option<EventFailure>,
+    ) -> Result<(Option<(u64, DateTime<Utc>)>, Option<EventFailure>), RunError> {
+        let mut decoded = Vec::with_capacity(batch.len());
+        for event in batch {
+            match decode(event) {
+                Ok(projected) => decoded.push(projected),
+                Err(error) => {
+                    failure = Some(EventFailure {
+                        seq: event.seq,
+                        error: Box::new(error),
+                    });
+                    break;
+                }
+            }
+        }
+        let mut good = decoded.as_slice();
+        loop {
+            match self.commit(conn, position, good).await {
+                Ok(()) => break,
+                Err(CommitError::Run(error)) => return Err(error),
+                Err(CommitError::Event { index, error }) => {
+                    failure = Some(EventFailure {
+                        seq: good[index].seq,
+                        error: Box::new(error),
+                    });
+                    good = &good[..index];
+                }
+            }
+        }
+        if !good.is_empty() {
+            self.metrics
+                .applied
+                .with_label_values(&self.label())
+                .inc_by(good.len() as u64);
+        }
+        Ok((good.last().map(|event| (event.seq, event.time)), failure))
+    }
+
+    /// Applies `events` and moves the checkpoint from `position` to the last one, in one
+    /// transaction.
+    async fn commit(
+        &self,
+        conn: &mut PgConnection,
+        position: u64,
+        events: &[ProjectedEvent],
+    ) -> Result<(), CommitError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut tx = conn.begin().await.map_err(RunError::from)?;
+        for (index, event) in events.iter().enumerate() {
+            if let Err(error) = self.projection.apply_boxed(&mut tx, event).await {
+                return Err(if error.is_transient() {
+                    CommitError::Run(RunError::Apply(error))
+                } else {
+                    CommitError::Event { index, error }
+                });
+            }
+        }
+        let moved = sqlx::query(
+            "UPDATE projection_checkpoints SET position = $3, last_event_time = $4, \
+             updated_at = now(), status = 'running', last_error = NULL \
+             WHERE name = $1 AND version = $2 AND position = $5",
+        )
+        .bind(self.name)
+        .bind(self.version_i32())
+        .bind(to_i64(last.seq))
+        .bind(last.time)
+        .bind(to_i64(position))
+        .execute(&mut *tx)
+        .await
+        .map_err(RunError::from)?;
+        if moved.rows_affected() != 1 {
+            return Err(RunError::CheckpointMoved { expected: position }.into());
+        }
+        tx.commit().await.map_err(RunError::from)?;
+        Ok(())
+    }
+
+    async fn mark_failed(
+        &self,
+        conn: &mut PgConnection,
+        failure: &EventFailure,
+    ) -> Result<(), RunError> {
+        let cause = error_chain(failure.error.as_ref());
+        let text = format!("event {}: {cause}", failure.seq);
+        sqlx::query(
+            "UPDATE projection_checkpoints SET status = 'failed', last_error = $3, \
+             updated_at = now() WHERE name = $1 AND version = $2",
+        )
+        .bind(self.name)
+        .bind(self.version_i32())
+        .bind(&text)
+        .execute(&mut *conn)
+        .await?;
+        self.metrics.failed.with_label_values(&self.label()).set(1);
+        tracing::error!(
+            projection = self.name,
+            version = self.version,
+            seq = failure.seq,
+            error = %cause,
+            "projection stopped: it cannot apply this event and will not skip it"
+        );
+        Ok(())
+    }
+
+    /// Reads the stream head and updates the lag metrics; returns the head when it could be
+    /// read.
+    async fn refresh_lag(&self, position: u64, last_time: Option<DateTime<Utc>>) -> Option<u64> {
+        match self.log.stream_head().await {
+            Ok(head) => {
+                self.record_lag(head, position, last_time);
+                Some(head)
+            }
+            Err(error) => {
+                tracing::debug!(projection = self.name, error = %error, "no stream head for lag");
+                None
+            }
+        }
+    }
+
+    fn record_lag(&self, head: u64, position: u64, last_time: Option<DateTime<Utc>>) {
+        let behind = head.saturating_sub(position);
+        self.metrics
+            .lag_events
+            .with_label_values(&self.label())
+            .set(to_i64(behind));
+        let seconds = match last_time {
+            Some(time) if behind > 0 => {
+                ((Utc::now() - time).num_milliseconds().max(0) as f64) / 1000.0
+            }
+            _ => 0.0,
+        };
+        self.metrics
+            .lag_seconds
+            .with_label_values(&self.label())
+            .set(seconds);
+    }
+}
+
+enum CommitError {
+    Run(RunError),
+    Event {
+        index: usize,
+        error: ProjectionError,
+    },
+}
+
+impl From<RunError> for CommitError {
+    fn from(error: RunError) -> Self {
+        Self::Run(error)
+    }
+}
+
+/// Turns a stored event into what projections see.
+pub(crate) fn decode(event: &RecordedEvent) -> Result<ProjectedEvent, ProjectionError> {
+    let data = serde_json::from_slice(&event.data).map_err(|source| ProjectionError::Payload {
+        seq: event.seq,
+        event_type: event.event_type.clone(),
+        source,
+    })?;
+    let decoded = funnel_domain::decode_cloud_event(&event.event_type, data).map_err(|source| {
+        ProjectionError::Decode {
+            seq: event.seq,
+            event_type: event.event_type.clone(),
+            source,
+        }
+    })?;
+    Ok(ProjectedEvent {
+        seq: event.seq,
+        key: event.key.clone(),
+        id: event.id,
+        time: event.time,
+        event: decoded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_chain_names_every_cause() {
+        let error = ProjectionError::Decode {
+            seq: 7,
+            event_type: "funnel.journey.teleported.v1".into(),
+            source: funnel_domain::DecodeError::UnknownType {
+                event_type: "funnel.journey.teleported".into(),
+            },
+        };
+        assert_eq!(
+            error_chain(&error),
+            "event 7 (`funnel.journey.teleported.v1`) cannot be decoded: \
+             unknown event type `funnel.journey.teleported`"
+        );
+    }
+}
