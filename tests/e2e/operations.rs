@@ -220,3 +220,65 @@ async fn the_service_refuses_a_nats_server_older_than_2_11() {
         "{message}"
     );
 }
+
+/// A body over the configured limit is refused with 413 before anything is decided.
+#[tokio::test]
+async fn an_oversized_body_is_413_and_appends_nothing() {
+    let app =
+        crate::helpers::spawn_app_with_settings(|settings| settings.max_body_bytes = 1024).await;
+    let token = app.admin_token().await;
+    let head = app.log.stream_head().await.unwrap();
+    let body = serde_json::json!({
+        "sponsor_id": uuid::Uuid::new_v4(),
+        "title": "x".repeat(4096),
+        "protocol_code": "BIG-1",
+        "target_randomized": 10,
+        "countries": ["ES"],
+        "languages": ["es"],
+    });
+    let response = app.post_json("/v1/studies", &token, &body).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(app.log.stream_head().await.unwrap(), head);
+    app.stop().await;
+}
+
+/// A request that outlives its budget is answered 504 with a problem document; the work it
+/// started is not cut off half-way (a batch runs to completion), so a retry is safe.
+#[tokio::test]
+async fn a_request_over_its_time_budget_is_504() {
+    let app = crate::helpers::spawn_app_with_settings(|settings| {
+        settings.request_timeout = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let campaign = crate::referrals::campaign(&app).await;
+    let referrals: Vec<Value> = (0..1000)
+        .map(|i| {
+            crate::referrals::body(
+                &campaign,
+                &format!("slow-{i}"),
+                "Slow Test",
+                Some(&format!("+34 611 {i:06}")),
+                None,
+            )
+        })
+        .collect();
+    let response = app
+        .post_json(
+            "/v1/referrals/batch",
+            &campaign.token,
+            &serde_json::json!({ "referrals": referrals }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 504);
+    app.stop().await;
+}
