@@ -115,42 +115,23 @@ impl CommandService {
         command: &JourneyCommand,
         event_id: Option<uuid::Uuid>,
     ) -> Result<Executed<JourneyEvent>, CommandError> {
-        let key = journey_key(id);
-        for _ in 0..=CONFLICT_RETRIES {
-            let loaded = self.load_journey(id).await?;
-            check_expected(expected, loaded.version)?;
-            let decided = funnel_domain::decide(&loaded.state, command)?;
-            let new_events = decided
-                .iter()
-                .enumerate()
-                .map(|(index, event)| {
-                    let event = DomainEvent::Journey(event.clone());
-                    match event_id {
-                        Some(event_id) if index == 0 => {
-                            to_new_event_with_id(event_id, id.to_string(), &event)
-                        }
-                        _ => to_new_event(id.to_string(), &event),
+        let subject = id.to_string();
+        self.decide_and_append(
+            &journey_key(id),
+            expected,
+            || self.load_journey(id),
+            |state| funnel_domain::decide(state, command),
+            |index, event| {
+                let event = DomainEvent::Journey(event.clone());
+                match event_id {
+                    Some(event_id) if index == 0 => {
+                        to_new_event_with_id(event_id, subject.clone(), &event)
                     }
-                })
-                .collect();
-            match self.append(&key, loaded.version, new_events).await {
-                Ok(version) => {
-                    return Ok(Executed {
-                        events: decided,
-                        version,
-                    });
+                    _ => to_new_event(subject.clone(), &event),
                 }
-                Err(AppendError::Conflict { actual, .. }) if expected.is_some() => {
-                    return Err(CommandError::StaleVersion {
-                        expected: expected.unwrap_or_default(),
-                        actual,
-                    });
-                }
-                Err(AppendError::Conflict { .. }) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(CommandError::Contended)
+            },
+        )
+        .await
     }
 
     /// Decides a study command (study, site and campaign setup) and appends the outcome.
@@ -161,16 +142,41 @@ impl CommandService {
         expected: Option<u64>,
         command: &StudyCommand,
     ) -> Result<Executed<StudyEvent>, CommandError> {
-        let key = study_key(id);
+        self.decide_and_append(
+            &study_key(id),
+            expected,
+            || self.load_study(id),
+            |state| funnel_domain::decide_study(state, command),
+            |_, event| to_new_event(id.to_string(), &DomainEvent::Study(event.clone())),
+        )
+        .await
+    }
+
+    /// The optimistic command loop shared by every aggregate: load, check the caller's expected
+    /// version, decide, append with the loaded version as the concurrency check. A lost race is
+    /// decided again against the newer state, unless the caller pinned a version (then it is
+    /// `StaleVersion`).
+    async fn decide_and_append<S, E, Load>(
+        &self,
+        key: &StreamKey,
+        expected: Option<u64>,
+        load: impl Fn() -> Load,
+        decide: impl Fn(&S) -> Result<Vec<E>, DomainError>,
+        to_new_event: impl Fn(usize, &E) -> NewEvent,
+    ) -> Result<Executed<E>, CommandError>
+    where
+        Load: Future<Output = Result<Loaded<S>, CommandError>>,
+    {
         for _ in 0..=CONFLICT_RETRIES {
-            let loaded = self.load_study(id).await?;
+            let loaded = load().await?;
             check_expected(expected, loaded.version)?;
-            let decided = funnel_domain::decide_study(&loaded.state, command)?;
+            let decided = decide(&loaded.state)?;
             let new_events = decided
                 .iter()
-                .map(|event| to_new_event(id.to_string(), &DomainEvent::Study(event.clone())))
+                .enumerate()
+                .map(|(index, event)| to_new_event(index, event))
                 .collect();
-            match self.append(&key, loaded.version, new_events).await {
+            match self.append(key, loaded.version, new_events).await {
                 Ok(version) => {
                     return Ok(Executed {
                         events: decided,
