@@ -355,6 +355,11 @@ pub(crate) async fn commit_alone(
         let outcome = if member.len() == 1 {
             send_plain(shared, member).await
         } else {
+            let _slot = shared
+                .lone_batch_slots
+                .acquire()
+                .await
+                .expect("the batch slots are never closed");
             send_atomic_batch(shared, &[member]).await
         };
         match outcome {

@@ -24,8 +24,17 @@ pub(crate) struct Shared {
     pub(crate) settings: EventLogSettings,
     pub(crate) capabilities: ServerCapabilities,
     pub(crate) stats: StatsCounters,
+    /// Bounds the atomic batches sent outside group commit (a multi-event append on its own,
+    /// or the members of a refused batch): the server refuses more than 50 in flight per
+    /// stream (10210), and the group-commit task keeps its own slots beside these.
+    pub(crate) lone_batch_slots: tokio::sync::Semaphore,
     closed: AtomicBool,
 }
+
+/// Atomic batches one instance sends outside group commit at once. With the group-commit
+/// task's own (8 by default) this stays well under the server's 50 per stream, even with two
+/// instances.
+const LONE_BATCHES_IN_FLIGHT: usize = 16;
 
 /// The event log: cheap to clone, all clones share one connection and one group-commit task.
 #[derive(Clone, Debug)]
@@ -82,6 +91,7 @@ impl EventLog {
             settings,
             capabilities,
             stats: StatsCounters::default(),
+            lone_batch_slots: tokio::sync::Semaphore::new(LONE_BATCHES_IN_FLIGHT),
             closed: AtomicBool::new(false),
         });
         let group_commit =

@@ -267,3 +267,33 @@ async fn dropped_callers_do_not_wedge_the_batcher_and_shutdown_drains() {
         }
     }
 }
+
+/// Many multi-event appends at once outside group commit each need an atomic batch of their
+/// own; the server refuses more than 50 in flight per stream (10210), so the log must queue
+/// them rather than fail them.
+#[tokio::test]
+async fn many_concurrent_multi_event_appends_without_group_commit_all_succeed() {
+    let nats = funnel_testkit::test_nats().await;
+    // One attempt: a refusal for too many batches in flight would surface instead of being
+    // retried away.
+    let log = provisioned_log(&nats.url, |settings| {
+        settings.group_commit.enabled = false;
+        settings.max_append_attempts = 1;
+    })
+    .await;
+    let appends: Vec<_> = (0..300)
+        .map(|_| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let key = journey();
+                let events = vec![event("one"), event("two"), event("three")];
+                log.append(&key, ExpectedVersion::NoStream, events).await
+            })
+        })
+        .collect();
+    for append in appends {
+        let appended = append.await.unwrap().expect("every append is stored");
+        assert_eq!(appended.last_seq - appended.first_seq, 2);
+    }
+    assert_eq!(log.stream_head().await.unwrap(), 900);
+}
