@@ -625,23 +625,15 @@ async fn pause_site(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
-    let Path((study_id, site_id)) = path.map_err(|rejection| path_rejection(&rejection))?;
+    let site = site_path(path)?;
     let body: SiteStatusRequest = optional_json(&headers, &body)?;
-    let site = SiteId::from(site_id);
-    let command = StudyCommand::PauseSite {
-        at: state.clock.now(),
-        site_id: site,
-        reason: body.reason,
-    };
-    execute(
-        &state,
-        StudyId::from(study_id),
-        expected,
-        &command,
-        StatusCode::OK,
-        Some(site),
-        None,
-    )
+    change_site_status(&state, site, expected, |at, site_id| {
+        StudyCommand::PauseSite {
+            at,
+            site_id,
+            reason: body.reason,
+        }
+    })
     .await
 }
 
@@ -678,22 +670,11 @@ async fn resume_site(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
-    let Path((study_id, site_id)) = path.map_err(|rejection| path_rejection(&rejection))?;
+    let site = site_path(path)?;
     let ResumeSiteRequest {} = optional_json(&headers, &body)?;
-    let site = SiteId::from(site_id);
-    let command = StudyCommand::ResumeSite {
-        at: state.clock.now(),
-        site_id: site,
-    };
-    execute(
-        &state,
-        StudyId::from(study_id),
-        expected,
-        &command,
-        StatusCode::OK,
-        Some(site),
-        None,
-    )
+    change_site_status(&state, site, expected, |at, site_id| {
+        StudyCommand::ResumeSite { at, site_id }
+    })
     .await
 }
 
@@ -730,16 +711,33 @@ async fn close_site(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
-    let Path((study_id, site_id)) = path.map_err(|rejection| path_rejection(&rejection))?;
+    let site = site_path(path)?;
     let body: SiteStatusRequest = optional_json(&headers, &body)?;
-    let site = SiteId::from(site_id);
-    let command = StudyCommand::CloseSite {
-        at: state.clock.now(),
-        site_id: site,
-        reason: body.reason,
-    };
+    change_site_status(&state, site, expected, |at, site_id| {
+        StudyCommand::CloseSite {
+            at,
+            site_id,
+            reason: body.reason,
+        }
+    })
+    .await
+}
+
+fn site_path(path: Result<Path<(Uuid, Uuid)>, PathRejection>) -> Result<(Uuid, SiteId), ApiError> {
+    let Path((study_id, site_id)) = path.map_err(|rejection| path_rejection(&rejection))?;
+    Ok((study_id, SiteId::from(site_id)))
+}
+
+/// Pause, resume and close: the same path, the same answer, a different command.
+async fn change_site_status(
+    state: &AppState,
+    (study_id, site): (Uuid, SiteId),
+    expected: Option<u64>,
+    command: impl FnOnce(DateTime<Utc>, SiteId) -> StudyCommand,
+) -> Result<Response, ApiError> {
+    let command = command(state.clock.now(), site);
     execute(
-        &state,
+        state,
         StudyId::from(study_id),
         expected,
         &command,
