@@ -198,6 +198,26 @@ async fn record(
     change
 }
 
+/// The common start of a site's work: the pre-screen passed and the journey referred to `site`.
+async fn pass_and_refer(app: &TestApp, agent: &str, journey: JourneyId, site: SiteId) {
+    record(
+        app,
+        agent,
+        journey,
+        &json!({"type": "prescreen_completed", "passed": true}),
+        "prescreen_passed",
+    )
+    .await;
+    record(
+        app,
+        agent,
+        journey,
+        &json!({"type": "referred_to_site", "site_id": site.to_string()}),
+        "referred_to_site",
+    )
+    .await;
+}
+
 async fn get_journey(app: &TestApp, token: &str, journey: JourneyId) -> (Value, Option<String>) {
     json_with_etag(
         app.get_with(&format!("/v1/journeys/{journey}"), token)
@@ -374,22 +394,7 @@ async fn a_journey_walks_the_whole_funnel_over_http() {
 
     // A second journey: reallocated from one site to another, then screened out there.
     let second = start_journey(&app, w.study, CandidateId::new(), "Luis García").await;
-    record(
-        &app,
-        &w.agent,
-        second,
-        &json!({"type": "prescreen_completed", "passed": true}),
-        "prescreen_passed",
-    )
-    .await;
-    record(
-        &app,
-        &w.agent,
-        second,
-        &json!({"type": "referred_to_site", "site_id": w.site_a.to_string()}),
-        "referred_to_site",
-    )
-    .await;
+    pass_and_refer(&app, &w.agent, second, w.site_a).await;
     let change = record(&app, &w.agent, second, &json!({"type": "reallocated", "to_site": w.site_b.to_string(), "reason": "site A has not called in 5 days"}), "referred_to_site").await;
     assert_eq!(change["events"][0]["from_site"], w.site_a.to_string());
     problem(
@@ -786,22 +791,7 @@ async fn tokens_of_the_wrong_role_study_site_or_language_are_403_and_append_noth
     let w = world(&app).await;
     // One journey at site A, one not at any site yet.
     let at_site = start_journey(&app, w.study, CandidateId::new(), "Ana Pérez").await;
-    record(
-        &app,
-        &w.agent,
-        at_site,
-        &json!({"type": "prescreen_completed", "passed": true}),
-        "prescreen_passed",
-    )
-    .await;
-    record(
-        &app,
-        &w.agent,
-        at_site,
-        &json!({"type": "referred_to_site", "site_id": w.site_a.to_string()}),
-        "referred_to_site",
-    )
-    .await;
+    pass_and_refer(&app, &w.agent, at_site, w.site_a).await;
     let unassigned = start_journey(&app, w.study, CandidateId::new(), "Luis García").await;
     let head = app.log.stream_head().await.unwrap();
 
@@ -993,22 +983,7 @@ async fn erasure_shreds_the_contact_data_and_keeps_the_funnel() {
             .await
             .unwrap();
     }
-    record(
-        &app,
-        &w.agent,
-        journey,
-        &json!({"type": "prescreen_completed", "passed": true}),
-        "prescreen_passed",
-    )
-    .await;
-    record(
-        &app,
-        &w.agent,
-        journey,
-        &json!({"type": "referred_to_site", "site_id": w.site_a.to_string()}),
-        "referred_to_site",
-    )
-    .await;
+    pass_and_refer(&app, &w.agent, journey, w.site_a).await;
     let study_journeys = [journey, bystander];
 
     let (before, _) = get_journey(&app, &w.agent, journey).await;
