@@ -8,9 +8,11 @@ use axum::Router;
 use funnel_db::DbSettings;
 use funnel_eventlog::{EventLog, EventLogError, EventLogSettings};
 use funnel_privacy::KeyStore;
+use funnel_projections::{Projector, ProjectorSettings, ReadModels};
 use prometheus::Registry;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::TokenStore;
@@ -37,11 +39,15 @@ pub struct ServiceSettings {
     /// Sustained requests per second per API token, and the burst above it.
     pub rate_limit_per_second: NonZeroU32,
     pub rate_limit_burst: NonZeroU32,
+    /// Run the projectors that build the read models in this process. Several instances may
+    /// all run them: one instance at a time applies each read model's events.
+    pub run_projections: bool,
+    pub projector: ProjectorSettings,
 }
 
 impl ServiceSettings {
     #[must_use]
-    pub const fn new(http_addr: SocketAddr, db: DbSettings, eventlog: EventLogSettings) -> Self {
+    pub fn new(http_addr: SocketAddr, db: DbSettings, eventlog: EventLogSettings) -> Self {
         Self {
             http_addr,
             db,
@@ -51,6 +57,8 @@ impl ServiceSettings {
             request_timeout: Duration::from_secs(30),
             rate_limit_per_second: NonZeroU32::new(1_000).expect("non-zero"),
             rate_limit_burst: NonZeroU32::new(2_000).expect("non-zero"),
+            run_projections: true,
+            projector: ProjectorSettings::default(),
         }
     }
 }
@@ -85,6 +93,7 @@ pub(crate) struct AppState {
     pub(crate) rate_limits: RateLimits,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) fingerprints: crate::ingest::Fingerprinter,
+    pub(crate) read_models: ReadModels,
 }
 
 /// A built, bound, not yet serving service.
@@ -93,6 +102,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    projector: Option<Projector>,
 }
 
 impl Application {
@@ -122,10 +132,24 @@ impl Application {
             tracing::info!(stream = %report.stream, action = ?report.action, changes = ?report.changes, "stream provisioned");
         }
         let http_metrics = HttpMetrics::register(&registry)?;
+        let projector = if settings.run_projections {
+            Some(
+                Projector::new(
+                    events.clone(),
+                    db.clone(),
+                    &registry,
+                    settings.projector.clone(),
+                )?
+                .with_read_models(),
+            )
+        } else {
+            None
+        };
         let state = AppState {
             commands: CommandService::new(events.clone()),
             keys: KeyStore::new(db.clone()),
             fingerprints: crate::ingest::Fingerprinter::new(db.clone()),
+            read_models: ReadModels::new(db.clone()),
             tokens: TokenStore::new(db.clone()),
             rate_limits: RateLimits::new(settings.rate_limit_per_second, settings.rate_limit_burst),
             clock,
@@ -152,6 +176,7 @@ impl Application {
             listener,
             router,
             state,
+            projector,
         })
     }
 
@@ -174,19 +199,41 @@ impl Application {
         &self.state.tokens
     }
 
+    /// The projector this instance runs (none when `run_projections` is off).
+    #[must_use]
+    pub fn projector(&self) -> Option<&Projector> {
+        self.projector.as_ref()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
-    /// and commits every append already queued in the event log.
+    /// lets each projection commit the batch in flight, and commits every append already
+    /// queued in the event log.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = self.local_addr();
+        let stop = CancellationToken::new();
+        let projector = self
+            .projector
+            .map(|projector| tokio::spawn(projector.run(stop.clone().cancelled_owned())));
         tracing::info!(%addr, "serving HTTP");
+        let http_stop = stop.clone();
         let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                http_stop.cancel();
+            })
             .await
             .map_err(ServeError::Serve);
-        tracing::info!("HTTP stopped; draining the event log");
+        stop.cancel();
+        if let Some(task) = projector {
+            tracing::info!("HTTP stopped; finishing the projections' batches in flight");
+            if let Err(error) = task.await {
+                tracing::error!(error = %error, "the projector task panicked");
+            }
+        }
+        tracing::info!("draining the event log");
         self.state.events.shutdown().await;
         self.state.db.close().await;
         tracing::info!("stopped");

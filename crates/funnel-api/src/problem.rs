@@ -74,6 +74,13 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A read model is not built yet (first start, rebuild): the same request succeeds once
+    /// its projector has caught up, so the caller is told when to retry.
+    #[error("{detail}")]
+    NotReady {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error("the request took too long")]
     Timeout,
     #[error("internal error")]
@@ -94,7 +101,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -123,7 +130,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %error_chain(source.as_ref()), "internal error");
         }
         let mut response = self.to_problem().into_response();
-        if let Self::TooManyRequests { retry_after_secs } = self {
+        if let Self::TooManyRequests { retry_after_secs }
+        | Self::NotReady {
+            retry_after_secs, ..
+        } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -148,6 +159,38 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// How long a caller waits before asking a read model that is still being built again.
+const READ_MODEL_RETRY_AFTER_SECS: u64 = 5;
+
+impl From<funnel_projections::ReadModelError> for ApiError {
+    fn from(error: funnel_projections::ReadModelError) -> Self {
+        match error {
+            funnel_projections::ReadModelError::NotReady(name) => Self::NotReady {
+                detail: format!(
+                    "the `{name}` read model is still being built from the event stream; \
+                     retry shortly"
+                ),
+                retry_after_secs: READ_MODEL_RETRY_AFTER_SECS,
+            },
+            funnel_projections::ReadModelError::Database(error) => error.into(),
+        }
+    }
+}
+
+/// Read-model queries: PostgreSQL out of reach is a 503 worth retrying, anything else a bug or
+/// a broken schema (500). The cause is logged either way and never sent.
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %error_chain(&error), "PostgreSQL is not answering");
+                Self::Unavailable("PostgreSQL is not answering; retry shortly".to_owned())
+            }
+            other => Self::internal(other),
+        }
+    }
 }
 
 impl From<crate::commands::CommandError> for ApiError {

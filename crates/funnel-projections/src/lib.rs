@@ -6,18 +6,29 @@
 //! Every [`Projection`] (a read model with a `name` and a logic `version`) runs as a task of
 //! its own:
 //!
-//! * **Checkpoints.** Its position (the stream sequence of the last event applied) is stored in
-//!   `projection_checkpoints(name, version, position, updated_at, status, last_error,
-//!   last_event_time)`. It reads the stream from `position + 1`, gathers a batch (up to
-//!   [`ProjectorSettings::max_batch_events`], or whatever arrived within
+//! * **Generations.** A read model's tables live in a PostgreSQL schema per *generation*
+//!   (`rm_<name>_g<n>`, created from [`Projection::schema`]); `projection_generations` holds
+//!   each generation's logic version, state (`building`, `live`, `retired`) and checkpoint.
+//!   Readers ([`ReadModels::read`]) open a read-only, repeatable-read transaction whose
+//!   `search_path` is the live generation's schema. A rebuild ([`Projector::start_rebuild`],
+//!   `funnel projections rebuild NAME`) creates a `building` generation that fills from
+//!   position 1 beside the live one; once its position has reached the live one's, one
+//!   transaction makes it live and retires the old one (readers never see the funnel go back
+//!   in time, and never an empty or half-built one). A retired generation's worker stops and
+//!   its schema is dropped after [`ProjectorSettings::retired_grace`]. When a release bumps a
+//!   projection's [`Projection::version`], the projector starts such a rebuild by itself and
+//!   readers keep the old generation until the new one has caught up.
+//! * **Checkpoints.** A generation's position (the stream sequence of the last event applied)
+//!   is stored in its `projection_generations` row. It reads the stream from `position + 1`,
+//!   gathers a batch (up to [`ProjectorSettings::max_batch_events`], or whatever arrived within
 //!   [`ProjectorSettings::batch_linger`] of the first event), and applies the batch *and* moves
 //!   the position in **one PostgreSQL transaction**: each event takes effect exactly once, and a
 //!   restart resumes from the stored position. The checkpoint update is also conditional on the
 //!   position it started from, so even a broken lock could not apply an event twice: the second
 //!   writer's transaction finds the position moved and rolls back.
-//! * **One holder per projection.** Several service instances may run the same projections.
-//!   Each projection takes a session-level PostgreSQL advisory lock,
-//!   `pg_try_advisory_lock(hashtextextended('funnel.projection.<name>.v<version>', 0))`, on a
+//! * **One holder per generation.** Several service instances may run the same projections.
+//!   Each generation is applied by whoever holds a session-level PostgreSQL advisory lock,
+//!   `pg_try_advisory_lock(hashtextextended('funnel.projection.<name>.g<generation>', 0))`, on a
 //!   connection of its own (detached from the pool). Only the holder runs the projection, and
 //!   all of its transactions run on that same connection, so nothing can be written once the
 //!   session (and with it the lock) is gone. The other instances poll for the lock every
@@ -39,26 +50,31 @@
 //! # Metrics
 //!
 //! Registered on the [`prometheus::Registry`] passed to [`Projector::new`], labelled
-//! `projection`: `funnel_projection_position`, `funnel_projection_lag_events` (stream head −
+//! `projection` and `generation` (retries: `projection` only): `funnel_projection_position`, `funnel_projection_lag_events` (stream head −
 //! position), `funnel_projection_lag_seconds` (now − time of the last applied event, while
 //! behind), `funnel_projection_events_applied_total`, `funnel_projection_failed` (0/1) and
 //! `funnel_projection_retries_total`. [`status`] (and [`Projector::status`]) report the stored
-//! checkpoints with their lag, for `funnel projections status`.
+//! generations with their lag, for `funnel projections status`; `/ready` fails while a
+//! generation has stopped.
 //!
 //! # Read models
 //!
 //! * [`StudyFunnel`]: journeys per study × site × stage, referrals per study × source channel.
 //!
-//! Read-model tables carry the projection version in their name (`rm_<name>_v<version>_*`),
-//! so that a rebuild can fill a new version beside the live one.
 
+pub mod dashboard;
+mod generation;
 mod metrics;
 mod projection;
+mod read;
 mod runtime;
 mod status;
 pub mod study_funnel;
 
+pub use dashboard::SponsorDashboard;
+pub use generation::{Generation, GenerationError, GenerationState};
 pub use projection::{ProjectedEvent, Projection, ProjectionError};
+pub use read::{ReadModelError, ReadModels};
 pub use runtime::{Projector, ProjectorSettings};
 pub use status::{ProjectionStatus, StatusError, status};
 pub use study_funnel::StudyFunnel;

@@ -2,9 +2,13 @@
 
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+/// Per projection and generation: during a rebuild the new generation catches up beside the
+/// live one, and both are worth watching.
+const LABELS: &[&str] = &["projection", "generation"];
+/// Restarts are counted per projection.
 const LABEL: &[&str] = &["projection"];
 
-/// The runtime's metrics, one series per projection name.
+/// The runtime's metrics, one series per projection and generation.
 #[derive(Clone, Debug)]
 pub(crate) struct Metrics {
     pub(crate) position: IntGaugeVec,
@@ -23,35 +27,35 @@ impl Metrics {
                     "funnel_projection_position",
                     "Stream sequence of the last event the projection applied.",
                 ),
-                LABEL,
+                LABELS,
             )?,
             lag_events: IntGaugeVec::new(
                 Opts::new(
                     "funnel_projection_lag_events",
                     "Events in the stream the projection has not applied yet (stream head - position).",
                 ),
-                LABEL,
+                LABELS,
             )?,
             lag_seconds: GaugeVec::new(
                 Opts::new(
                     "funnel_projection_lag_seconds",
                     "Now minus the time of the last event applied, while the projection is behind; 0 when caught up.",
                 ),
-                LABEL,
+                LABELS,
             )?,
             applied: IntCounterVec::new(
                 Opts::new(
                     "funnel_projection_events_applied_total",
                     "Events applied (committed) by this process.",
                 ),
-                LABEL,
+                LABELS,
             )?,
             failed: IntGaugeVec::new(
                 Opts::new(
                     "funnel_projection_failed",
                     "1 when the projection stopped at an event it cannot apply, else 0.",
                 ),
-                LABEL,
+                LABELS,
             )?,
             retries: IntCounterVec::new(
                 Opts::new(
@@ -68,5 +72,15 @@ impl Metrics {
         registry.register(Box::new(metrics.failed.clone()))?;
         registry.register(Box::new(metrics.retries.clone()))?;
         Ok(metrics)
+    }
+
+    /// Drops a generation's series once it is retired, so that dashboards show only the
+    /// generations that still run.
+    pub(crate) fn forget(&self, labels: &[&str; 2]) {
+        let _ = self.position.remove_label_values(labels);
+        let _ = self.lag_events.remove_label_values(labels);
+        let _ = self.lag_seconds.remove_label_values(labels);
+        let _ = self.applied.remove_label_values(labels);
+        let _ = self.failed.remove_label_values(labels);
     }
 }

@@ -24,6 +24,17 @@ pub struct ProjectedEvent {
     pub event: DomainEvent,
 }
 
+impl ProjectedEvent {
+    /// Decodes a stored event (upcast to its current shape), as the runtime does before
+    /// `apply`: for folds in tests and tools that compare a read model with the stream.
+    ///
+    /// # Errors
+    /// When the payload is not JSON or not a known event.
+    pub fn decode(event: &funnel_eventlog::RecordedEvent) -> Result<Self, ProjectionError> {
+        crate::runtime::decode(event)
+    }
+}
+
 /// Why a projection could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -100,7 +111,14 @@ pub trait Projection: Send + Sync + 'static {
     /// built from the start of the stream (in tables of its own) instead of continuing the old.
     fn version(&self) -> u32;
 
+    /// The DDL creating the read model's tables (and indexes), with unqualified names. It runs
+    /// once per generation, in a new empty schema of that generation (`search_path` set to
+    /// it), so a rebuild fills fresh tables beside the live ones. Keep it in a `.sql` file
+    /// under `sql/` and `include_str!` it.
+    fn schema(&self) -> &'static str;
+
     /// Applies one event. Events the projection does not care about return `Ok(())`.
+    /// `search_path` is set to the generation's schema: use unqualified table names.
     fn apply(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -114,6 +132,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) trait DynProjection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn version(&self) -> u32;
+    fn schema(&self) -> &'static str;
     fn apply_boxed<'a, 'c>(
         &'a self,
         tx: &'a mut Transaction<'c, Postgres>,
@@ -128,6 +147,10 @@ impl<P: Projection> DynProjection for P {
 
     fn version(&self) -> u32 {
         Projection::version(self)
+    }
+
+    fn schema(&self) -> &'static str {
+        Projection::schema(self)
     }
 
     fn apply_boxed<'a, 'c>(

@@ -1,6 +1,7 @@
 //! The projector runtime: one task per projection, each holding its advisory lock, reading the
 //! stream from its checkpoint and applying batches in one transaction with the new position.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::generation::{self, Generation, GenerationError, GenerationState};
 use crate::metrics::Metrics;
 use crate::projection::{DynProjection, ProjectedEvent, Projection, ProjectionError};
 use crate::status::{ProjectionStatus, StatusError, read_status};
@@ -35,6 +37,9 @@ pub struct ProjectorSettings {
     /// A subscription that delivers nothing for this long while the stream head is ahead of
     /// the position counts as stalled (e.g. after a nats-server restart) and is replaced.
     pub stall_timeout: Duration,
+    /// How long a retired generation's schema is kept after readers switched away from it:
+    /// a query that started on it just before the switch has this long to finish.
+    pub retired_grace: Duration,
 }
 
 impl Default for ProjectorSettings {
@@ -47,6 +52,7 @@ impl Default for ProjectorSettings {
             max_backoff: Duration::from_secs(10),
             lag_refresh: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(5),
+            retired_grace: Duration::from_secs(60),
         }
     }
 }
@@ -93,6 +99,8 @@ enum RunError {
     CheckpointMoved { expected: u64 },
     #[error("applying an event")]
     Apply(#[source] ProjectionError),
+    #[error("the generation was retired: readers switched to a newer one")]
+    Retired,
 }
 
 /// Why a batch stopped before its end, for good.
@@ -103,6 +111,8 @@ struct EventFailure {
 
 enum Exit {
     Shutdown,
+    /// Readers switched to a newer generation: this one is done.
+    Retired,
 }
 
 /// The text of an error and all its sources, `outer: inner: innermost`.
@@ -141,6 +151,12 @@ impl Projector {
         })
     }
 
+    /// Adds every read model the service serves.
+    #[must_use]
+    pub fn with_read_models(self) -> Self {
+        self.with(crate::SponsorDashboard)
+    }
+
     /// Adds a projection. Names must be unique: a second projection with a name already added
     /// replaces the first.
     #[must_use]
@@ -157,19 +173,38 @@ impl Projector {
     /// # Errors
     /// When PostgreSQL cannot be read (the stream head is optional: lag is then unknown).
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, StatusError> {
-        let mut rows = read_status(&self.pool, Some(&self.log)).await?;
+        let rows = read_status(&self.pool, Some(&self.log)).await?;
         let mut result = Vec::new();
         for projection in &self.projections {
             let (name, version) = (projection.name(), projection.version());
-            match rows
-                .iter()
-                .position(|row| row.name == name && row.version == version)
-            {
-                Some(index) => result.push(rows.swap_remove(index)),
-                None => result.push(ProjectionStatus::not_started(name, version)),
+            let before = result.len();
+            result.extend(rows.iter().filter(|row| row.name == name).cloned());
+            if result.len() == before {
+                result.push(ProjectionStatus::not_started(name, version));
             }
         }
         Ok(result)
+    }
+
+    /// Starts a rebuild of the projection called `name`: a new generation built from position
+    /// 1 beside the live one, which becomes live once it has caught up. A running projector
+    /// (this one, or any instance's) builds it.
+    ///
+    /// # Errors
+    /// An unknown name, a rebuild already under way, PostgreSQL errors.
+    pub async fn start_rebuild(&self, name: &str) -> Result<Generation, GenerationError> {
+        let projection = self
+            .projections
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| GenerationError::Unknown(name.to_owned()))?;
+        generation::start_rebuild(&self.pool, projection.as_ref()).await
+    }
+
+    /// The names of this runtime's projections.
+    #[must_use]
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projections.iter().map(|p| p.name()).collect()
     }
 
     /// Runs every projection until `shutdown` completes, then lets each finish the batch in
@@ -178,16 +213,14 @@ impl Projector {
         let token = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         for projection in &self.projections {
-            let worker = Worker {
+            let supervisor = Supervisor {
                 log: self.log.clone(),
                 pool: self.pool.clone(),
-                name: projection.name(),
-                version: projection.version(),
                 projection: Arc::clone(projection),
                 metrics: self.metrics.clone(),
                 settings: self.settings.clone(),
             };
-            tasks.spawn(worker.run(token.clone()));
+            tasks.spawn(supervisor.run(token.clone()));
         }
         shutdown.await;
         tracing::info!("projector shutting down");
@@ -200,11 +233,88 @@ impl Projector {
     }
 }
 
+/// Keeps one projection's generations running: creates the first (or, after a logic change,
+/// a new) generation, runs a worker per generation of the current version, and drops the
+/// schemas of retired ones.
+struct Supervisor {
+    log: EventLog,
+    pool: PgPool,
+    projection: Arc<dyn DynProjection>,
+    metrics: Metrics,
+    settings: ProjectorSettings,
+}
+
+impl Supervisor {
+    async fn run(self, token: CancellationToken) {
+        let name = self.projection.name();
+        let mut workers: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut tick = tokio::time::interval(self.settings.lock_poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            workers.retain(|_, task| !task.is_finished());
+            match generation::ensure(&self.pool, self.projection.as_ref()).await {
+                Ok(generations) => {
+                    for generation in generations {
+                        // A generation of another logic version is not ours to build: an
+                        // older one stays readable until ours replaces it, a newer one
+                        // belongs to a newer release.
+                        if generation.version != self.projection.version()
+                            || workers.contains_key(&generation.generation)
+                        {
+                            continue;
+                        }
+                        let worker = Worker {
+                            log: self.log.clone(),
+                            pool: self.pool.clone(),
+                            name,
+                            version: generation.version,
+                            generation_label: generation.generation.to_string(),
+                            generation,
+                            projection: Arc::clone(&self.projection),
+                            metrics: self.metrics.clone(),
+                            settings: self.settings.clone(),
+                        };
+                        let number = worker.generation.generation;
+                        workers.insert(number, tokio::spawn(worker.run(token.clone())));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        projection = name,
+                        error = %error_chain(&error),
+                        "cannot read or create the projection's generations; retrying"
+                    );
+                }
+            }
+            if let Err(error) =
+                generation::drop_retired(&self.pool, name, self.settings.retired_grace).await
+            {
+                tracing::warn!(
+                    projection = name,
+                    error = %error_chain(&error),
+                    "cannot drop a retired generation yet; retrying"
+                );
+            }
+        }
+        for (_, task) in workers {
+            if let Err(error) = task.await {
+                tracing::error!(projection = name, error = %error, "a projection task panicked");
+            }
+        }
+    }
+}
+
 struct Worker {
     log: EventLog,
     pool: PgPool,
     name: &'static str,
     version: u32,
+    generation: Generation,
+    generation_label: String,
     projection: Arc<dyn DynProjection>,
     metrics: Metrics,
     settings: ProjectorSettings,
@@ -219,11 +329,15 @@ impl Worker {
             }
             match self.run_once(&token, &mut backoff).await {
                 Ok(Exit::Shutdown) => return,
+                Ok(Exit::Retired) => {
+                    self.metrics.forget(&self.label());
+                    return;
+                }
                 Err(error) => {
                     self.metrics.retries.with_label_values(&[self.name]).inc();
                     tracing::warn!(
                         projection = self.name,
-                        version = self.version,
+                        generation = self.generation.generation,
                         error = %error_chain(&error),
                         retry_in = ?backoff,
                         "projection interrupted; resuming from its stored position"
@@ -238,12 +352,8 @@ impl Worker {
         }
     }
 
-    fn version_i32(&self) -> i32 {
-        i32::try_from(self.version).unwrap_or(i32::MAX)
-    }
-
-    fn label(&self) -> [&'static str; 1] {
-        [self.name]
+    fn label(&self) -> [&str; 2] {
+        [self.name, &self.generation_label]
     }
 
     /// Takes the lock, then applies batches until shutdown or a transient failure.
@@ -256,7 +366,7 @@ impl Worker {
         // and every transaction of this projection runs on it, so no write can happen after
         // the lock is lost.
         let mut conn = self.pool.acquire().await?.detach();
-        let lock_key = format!("funnel.projection.{}.v{}", self.name, self.version);
+        let lock_key = generation::lock_key(self.name, self.generation.generation);
         loop {
             let taken: bool =
                 sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
@@ -276,8 +386,9 @@ impl Worker {
         }
         tracing::info!(
             projection = self.name,
+            generation = self.generation.generation,
             version = self.version,
-            "took the projection's lock"
+            "took the generation's lock"
         );
         let result = self.run_locked(&mut conn, token, backoff).await;
         if result.is_ok() {
@@ -293,22 +404,19 @@ impl Worker {
         token: &CancellationToken,
         backoff: &mut Duration,
     ) -> Result<Exit, RunError> {
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, version) VALUES ($1, $2) \
-             ON CONFLICT (name, version) DO NOTHING",
-        )
-        .bind(self.name)
-        .bind(self.version_i32())
-        .execute(&mut *conn)
-        .await?;
         let row = sqlx::query(
-            "SELECT position, status, last_event_time FROM projection_checkpoints \
-             WHERE name = $1 AND version = $2",
+            "SELECT position, status, state, last_event_time FROM projection_generations \
+             WHERE name = $1 AND generation = $2",
         )
         .bind(self.name)
-        .bind(self.version_i32())
+        .bind(self.generation.generation)
         .fetch_one(&mut *conn)
         .await?;
+        let state: String = row.try_get("state")?;
+        if state == GenerationState::Retired.as_str() {
+            return Ok(Exit::Retired);
+        }
+        let mut building = state == GenerationState::Building.as_str();
         let mut position = u64::try_from(row.try_get::<i64, _>("position")?).unwrap_or(0);
         let status: String = row.try_get("status")?;
         let mut last_time: Option<DateTime<Utc>> = row.try_get("last_event_time")?;
@@ -316,6 +424,7 @@ impl Worker {
             tracing::warn!(
                 projection = self.name,
                 version = self.version,
+                generation = self.generation.generation,
                 position,
                 "the projection had failed; trying the event after its position again"
             );
@@ -349,6 +458,14 @@ impl Worker {
                     let quiet = last_delivery.elapsed();
                     if head > position && quiet > self.settings.stall_timeout {
                         return Err(RunError::Stalled(quiet, head));
+                    }
+                    if building {
+                        if self.try_switch(conn, position, head).await? {
+                            building = false;
+                        }
+                    } else if self.is_retired(conn).await? {
+                        // Replaced while idle: no batch will find out, so look.
+                        return Ok(Exit::Retired);
                     }
                     continue;
                 }
@@ -409,7 +526,10 @@ impl Worker {
                 Some(Ok(failure)) => (Some(failure), None),
                 Some(Err(error)) => (None, Some(error)),
             };
-            let (applied, failure) = self.apply_batch(conn, position, &batch, failure).await?;
+            let (applied, failure) = match self.apply_batch(conn, position, &batch, failure).await {
+                Err(RunError::Retired) => return Ok(Exit::Retired),
+                other => other?,
+            };
             if let Some((last_seq, time)) = applied {
                 position = last_seq;
                 last_time = Some(time);
@@ -422,13 +542,16 @@ impl Worker {
                 // Against the head last seen; the tick reads the real head.
                 head = head.max(position);
                 self.record_lag(head, position, last_time);
+                if building && self.try_switch(conn, position, head).await? {
+                    building = false;
+                }
             }
             if let Some(failure) = failure {
                 self.mark_failed(conn, &failure).await?;
                 // Stopped for good in this process; the lock stays held so that no other
-                // instance starts over on the same event, until shutdown (or this session dies).
-                token.cancelled().await;
-                return Ok(Exit::Shutdown);
+                // instance starts over on the same event, until shutdown (or this session
+                // dies), or until a rebuilt generation replaces this one.
+                return self.wait_failed(conn, token).await;
             }
             if let Some(error) = stream_error {
                 return Err(error);
@@ -496,6 +619,11 @@ impl Worker {
             return Ok(());
         };
         let mut tx = conn.begin().await.map_err(RunError::from)?;
+        sqlx::query("SELECT set_config('search_path', $1, true)")
+            .bind(&self.generation.schema)
+            .execute(&mut *tx)
+            .await
+            .map_err(RunError::from)?;
         for (index, event) in events.iter().enumerate() {
             if let Err(error) = self.projection.apply_boxed(&mut tx, event).await {
                 return Err(if error.is_transient() {
@@ -505,13 +633,14 @@ impl Worker {
                 });
             }
         }
+        // Schema-qualified: the search path is the read model's schema now.
         let moved = sqlx::query(
-            "UPDATE projection_checkpoints SET position = $3, last_event_time = $4, \
+            "UPDATE public.projection_generations SET position = $3, last_event_time = $4, \
              updated_at = now(), status = 'running', last_error = NULL \
-             WHERE name = $1 AND version = $2 AND position = $5",
+             WHERE name = $1 AND generation = $2 AND position = $5 AND state <> 'retired'",
         )
         .bind(self.name)
-        .bind(self.version_i32())
+        .bind(self.generation.generation)
         .bind(to_i64(last.seq))
         .bind(last.time)
         .bind(to_i64(position))
@@ -519,7 +648,13 @@ impl Worker {
         .await
         .map_err(RunError::from)?;
         if moved.rows_affected() != 1 {
-            return Err(RunError::CheckpointMoved { expected: position }.into());
+            drop(tx);
+            return Err(if self.is_retired(conn).await.map_err(RunError::from)? {
+                RunError::Retired
+            } else {
+                RunError::CheckpointMoved { expected: position }
+            }
+            .into());
         }
         tx.commit().await.map_err(RunError::from)?;
         Ok(())
@@ -533,23 +668,67 @@ impl Worker {
         let cause = error_chain(failure.error.as_ref());
         let text = format!("event {}: {cause}", failure.seq);
         sqlx::query(
-            "UPDATE projection_checkpoints SET status = 'failed', last_error = $3, \
-             updated_at = now() WHERE name = $1 AND version = $2",
+            "UPDATE projection_generations SET status = 'failed', last_error = $3, \
+             updated_at = now() WHERE name = $1 AND generation = $2",
         )
         .bind(self.name)
-        .bind(self.version_i32())
+        .bind(self.generation.generation)
         .bind(&text)
         .execute(&mut *conn)
         .await?;
         self.metrics.failed.with_label_values(&self.label()).set(1);
         tracing::error!(
             projection = self.name,
+            generation = self.generation.generation,
             version = self.version,
             seq = failure.seq,
             error = %cause,
             "projection stopped: it cannot apply this event and will not skip it"
         );
         Ok(())
+    }
+
+    async fn is_retired(&self, conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        let state: String = sqlx::query_scalar(
+            "SELECT state FROM projection_generations WHERE name = $1 AND generation = $2",
+        )
+        .bind(self.name)
+        .bind(self.generation.generation)
+        .fetch_one(conn)
+        .await?;
+        Ok(state == GenerationState::Retired.as_str())
+    }
+
+    /// A building generation close to the head asks to become live; it does once it is at
+    /// least as far as the live one.
+    async fn try_switch(
+        &self,
+        conn: &mut PgConnection,
+        position: u64,
+        head: u64,
+    ) -> Result<bool, RunError> {
+        if head.saturating_sub(position) > self.settings.max_batch_events as u64 {
+            return Ok(false);
+        }
+        Ok(generation::try_switch(conn, self.name, self.generation.generation).await?)
+    }
+
+    /// After a failure: holds the lock until shutdown, or until a rebuilt generation has
+    /// replaced this one (then its schema can go).
+    async fn wait_failed(
+        &self,
+        conn: &mut PgConnection,
+        token: &CancellationToken,
+    ) -> Result<Exit, RunError> {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return Ok(Exit::Shutdown),
+                () = tokio::time::sleep(self.settings.lock_poll) => {}
+            }
+            if self.is_retired(conn).await? {
+                return Ok(Exit::Retired);
+            }
+        }
     }
 
     /// Reads the stream head and updates the lag metrics; returns the head when it could be

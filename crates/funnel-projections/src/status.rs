@@ -4,14 +4,19 @@ use chrono::{DateTime, Utc};
 use funnel_eventlog::{EventLog, EventLogError};
 use sqlx::{PgPool, Row};
 
-/// One projection's checkpoint and lag.
+/// One generation's checkpoint and lag.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProjectionStatus {
     pub name: String,
+    /// 0 when the projection has no generation yet.
+    pub generation: i32,
+    /// The logic version that builds it.
     pub version: u32,
+    /// `building`, `live`, `retired`, or `not_started` when it has no generation yet.
+    pub state: String,
     /// Stream sequence of the last event applied (0: none yet).
     pub position: u64,
-    /// `running`, `failed`, or `not_started` when it has no checkpoint yet.
+    /// `running` or `failed` (stopped at an event it cannot apply).
     pub status: String,
     pub last_error: Option<String>,
     pub updated_at: Option<DateTime<Utc>>,
@@ -21,7 +26,7 @@ pub struct ProjectionStatus {
     pub lag_events: Option<u64>,
     /// Now − time of the last event applied, when behind (0 when caught up).
     pub lag_seconds: Option<f64>,
-    /// Whether some instance holds the projection's lock, i.e. runs it, right now.
+    /// Whether some instance holds the generation's lock, i.e. runs it, right now.
     pub active: bool,
 }
 
@@ -29,9 +34,11 @@ impl ProjectionStatus {
     pub(crate) fn not_started(name: &str, version: u32) -> Self {
         Self {
             name: name.to_owned(),
+            generation: 0,
             version,
+            state: "not_started".to_owned(),
             position: 0,
-            status: "not_started".to_owned(),
+            status: "running".to_owned(),
             last_error: None,
             updated_at: None,
             last_event_time: None,
@@ -58,17 +65,18 @@ impl ProjectionStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("reading projection checkpoints failed")]
+    #[error("reading projection generations failed")]
     Database(#[from] sqlx::Error),
     #[error("reading the stream head failed")]
     Stream(#[from] EventLogError),
 }
 
-/// Every stored checkpoint, by name and version, with lag against the stream head when `log`
-/// is given (a head that cannot be read leaves lag unknown).
+/// Every generation whose schema still exists (building, live, and retired ones not dropped
+/// yet), by name and generation, with lag against the stream head when `log` is given (a head
+/// that cannot be read leaves lag unknown).
 ///
 /// # Errors
-/// When the checkpoints cannot be read.
+/// When the generations cannot be read.
 pub async fn status(
     pool: &PgPool,
     log: Option<&EventLog>,
@@ -85,13 +93,14 @@ pub(crate) async fn read_status(
         None => None,
     };
     let rows = sqlx::query(
-        "SELECT name, version, position, status, last_error, updated_at, last_event_time, \
+        "SELECT name, generation, version, state, position, status, last_error, updated_at, \
+         last_event_time, \
          EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND l.objsubid = 1 \
            AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended( \
-             'funnel.projection.' || c.name || '.v' || c.version, 0)) AS active \
-         FROM projection_checkpoints c ORDER BY name, version",
+             'funnel.projection.' || g.name || '.g' || g.generation, 0)) AS active \
+         FROM projection_generations g WHERE g.dropped_at IS NULL ORDER BY name, generation",
     )
     .fetch_all(pool)
     .await?;
@@ -99,7 +108,9 @@ pub(crate) async fn read_status(
         .map(|row| {
             Ok(ProjectionStatus {
                 name: row.try_get("name")?,
+                generation: row.try_get("generation")?,
                 version: u32::try_from(row.try_get::<i32, _>("version")?).unwrap_or(0),
+                state: row.try_get("state")?,
                 position: u64::try_from(row.try_get::<i64, _>("position")?).unwrap_or(0),
                 status: row.try_get("status")?,
                 last_error: row.try_get("last_error")?,

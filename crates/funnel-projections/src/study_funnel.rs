@@ -1,9 +1,9 @@
 //! Read model `study_funnel`: how many journeys are in each stage now, per study and site, and
 //! how many referrals each source channel brought, per study.
 //!
-//! Tables (version 1): `rm_study_funnel_v1_journeys` (journey → study, site, stage: the
-//! projection's own bookkeeping), `rm_study_funnel_v1_stage_counts` (study × site × stage; the
-//! nil UUID [`NO_SITE`] stands for "not at a site yet") and `rm_study_funnel_v1_referrals`
+//! Tables (version 1): `journeys` (journey → study, site, stage: the
+//! projection's own bookkeeping), `stage_counts` (study × site × stage; the
+//! nil UUID [`NO_SITE`] stands for "not at a site yet") and `referrals`
 //! (study × source channel).
 //!
 //! Rules: a journey counts in the stage it is in now, at the site currently handling it. A
@@ -118,9 +118,9 @@ async fn add_to_stage(
     stage: Stage,
 ) -> Result<(), ProjectionError> {
     sqlx::query(
-        "INSERT INTO rm_study_funnel_v1_stage_counts (study_id, site_id, stage, journeys) \
+        "INSERT INTO stage_counts (study_id, site_id, stage, journeys) \
          VALUES ($1, $2, $3, 1) ON CONFLICT (study_id, site_id, stage) \
-         DO UPDATE SET journeys = rm_study_funnel_v1_stage_counts.journeys + 1",
+         DO UPDATE SET journeys = stage_counts.journeys + 1",
     )
     .bind(study)
     .bind(site.map_or(NO_SITE, |site| *site.as_uuid()))
@@ -138,7 +138,7 @@ async fn remove_from_stage(
 ) -> Result<(), ProjectionError> {
     let site = site.map_or(NO_SITE, |site| *site.as_uuid());
     let done = sqlx::query(
-        "UPDATE rm_study_funnel_v1_stage_counts SET journeys = journeys - 1 \
+        "UPDATE stage_counts SET journeys = journeys - 1 \
          WHERE study_id = $1 AND site_id = $2 AND stage = $3 AND journeys > 0",
     )
     .bind(study)
@@ -163,9 +163,9 @@ async fn add_referral(
 ) -> Result<(), ProjectionError> {
     let done = if delta > 0 {
         sqlx::query(
-            "INSERT INTO rm_study_funnel_v1_referrals (study_id, source, referrals) \
+            "INSERT INTO referrals (study_id, source, referrals) \
              VALUES ($1, $2, $3) ON CONFLICT (study_id, source) \
-             DO UPDATE SET referrals = rm_study_funnel_v1_referrals.referrals + EXCLUDED.referrals",
+             DO UPDATE SET referrals = referrals.referrals + EXCLUDED.referrals",
         )
         .bind(study)
         .bind(source)
@@ -174,7 +174,7 @@ async fn add_referral(
         .await?
     } else {
         sqlx::query(
-            "UPDATE rm_study_funnel_v1_referrals SET referrals = referrals + $3 \
+            "UPDATE referrals SET referrals = referrals + $3 \
              WHERE study_id = $1 AND source = $2 AND referrals + $3 >= 0",
         )
         .bind(study)
@@ -201,6 +201,10 @@ impl Projection for StudyFunnel {
         Self::VERSION
     }
 
+    fn schema(&self) -> &'static str {
+        include_str!("../sql/study_funnel.sql")
+    }
+
     async fn apply(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -214,7 +218,7 @@ impl Projection for StudyFunnel {
         if let JourneyEvent::ReferralReceived(referral) = journey_event {
             let study = *referral.study_id.as_uuid();
             let inserted = sqlx::query(
-                "INSERT INTO rm_study_funnel_v1_journeys \
+                "INSERT INTO journeys \
                  (journey_id, study_id, site_id, stage, source, counted) \
                  VALUES ($1, $2, NULL, $3, $4, true) ON CONFLICT (journey_id) DO NOTHING",
             )
@@ -233,7 +237,7 @@ impl Projection for StudyFunnel {
         }
         let Some(row) = sqlx::query(
             "SELECT study_id, site_id, stage, source, counted \
-             FROM rm_study_funnel_v1_journeys WHERE journey_id = $1",
+             FROM journeys WHERE journey_id = $1",
         )
         .bind(journey_id)
         .fetch_optional(&mut *conn)
@@ -270,7 +274,7 @@ impl Projection for StudyFunnel {
             add_referral(conn, study, &source, -1).await?;
         }
         sqlx::query(
-            "UPDATE rm_study_funnel_v1_journeys SET site_id = $2, stage = $3, counted = $4 \
+            "UPDATE journeys SET site_id = $2, stage = $3, counted = $4 \
              WHERE journey_id = $1",
         )
         .bind(journey_id)

@@ -2,9 +2,11 @@
 //! `nats-server` and a fresh PostgreSQL database per test, so tests run in parallel and in any order.
 
 mod nats;
+mod pg_server;
 mod postgres;
 
 pub use nats::{NatsServer, TestNats, nats_server_binary, test_nats, unique_prefix};
+pub use pg_server::PostgresServer;
 pub use postgres::{TestDb, test_database};
 
 use std::future::Future;

@@ -48,6 +48,15 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Inspect and rebuild the read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
     /// Manage API tokens (shown once when created, stored hashed).
     Token {
         #[command(subcommand)]
@@ -61,6 +70,21 @@ enum Command {
 enum BenchCommand {
     /// The event log's durable append rate, with and without group commit.
     Append(crate::bench::AppendBenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectionsCommand {
+    /// Each read model's generations: state, logic version, position and lag.
+    Status,
+    /// Build a new generation of a read model from position 1 beside the live one, and switch
+    /// readers over to it once it has caught up. Queries keep answering throughout.
+    Rebuild {
+        /// The read model, e.g. `sponsor_dashboard`.
+        name: String,
+        /// Start the rebuild and return: a running service builds it.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +260,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { command, db } => token(command, &db).await,
+        Command::Projections { command, db, nats } => {
+            crate::projections::run(command, db.settings(), nats.settings()).await
+        }
         Command::Bench {
             command: BenchCommand::Append(args),
         } => crate::bench::append(args).await,
@@ -324,7 +351,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!(%err, "cannot listen for Ctrl-C");

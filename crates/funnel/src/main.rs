@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod projections;
 
 use clap::Parser as _;
 

@@ -11,10 +11,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod cloudevents;
+mod dashboards;
 mod journeys;
 mod privacy;
 mod referrals;
 mod setup;
+mod timeline;
 
 use crate::app::{AppState, READINESS_TIMEOUT};
 use crate::metrics::{self, HttpMetrics};
@@ -31,7 +33,8 @@ use crate::problem::{ApiError, Problem};
         (name = "setup", description = "Studies, sites and campaigns (admin)"),
         (name = "referrals", description = "Referral ingest for campaigns"),
         (name = "journeys", description = "What happens in a candidate's journey"),
-        (name = "privacy", description = "Data-protection requests")
+        (name = "privacy", description = "Data-protection requests"),
+        (name = "dashboards", description = "Funnel figures for sponsors, site staff and admins")
     ),
     modifiers(&BearerAuth),
     components(schemas(Problem))
@@ -64,8 +67,10 @@ pub(crate) fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router
         .merge(setup::routes())
         .merge(referrals::routes())
         .merge(journeys::routes())
+        .merge(timeline::routes())
         .merge(cloudevents::routes())
         .merge(privacy::routes())
+        .merge(dashboards::routes())
         .with_state(state)
         .split_for_parts();
     let api = std::sync::Arc::new(api);
@@ -103,7 +108,8 @@ struct Readiness {
     stream_head: u64,
 }
 
-/// Readiness: PostgreSQL and the event stream both answer.
+/// Readiness: PostgreSQL and the event stream both answer, and no read model has stopped at
+/// an event it cannot apply.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
         (status = OK, description = "Ready to serve", body = Readiness),
@@ -116,15 +122,31 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErro
         sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db),
     );
     let stream = tokio::time::timeout(READINESS_TIMEOUT, state.events.stream_head());
-    let (database, stream) = tokio::join!(database, stream);
+    // A projection that stopped at an event it cannot apply serves stale figures: say so.
+    let stopped = tokio::time::timeout(
+        READINESS_TIMEOUT,
+        sqlx::query_scalar::<_, String>(
+            "SELECT name || ' (generation ' || generation || ')' FROM projection_generations \
+             WHERE status = 'failed' AND state <> 'retired' ORDER BY name, generation",
+        )
+        .fetch_all(&state.db),
+    );
+    let (database, stream, stopped) = tokio::join!(database, stream, stopped);
     let mut failing = Vec::new();
     if !matches!(database, Ok(Ok(_))) {
-        failing.push("PostgreSQL");
+        failing.push("PostgreSQL".to_owned());
+    }
+    if let Ok(Ok(stopped)) = stopped {
+        failing.extend(
+            stopped
+                .into_iter()
+                .map(|name| format!("the projection {name}, stopped at an event it cannot apply")),
+        );
     }
     let stream_head = match stream {
         Ok(Ok(head)) => head,
         _ => {
-            failing.push("the NATS event stream");
+            failing.push("the NATS event stream".to_owned());
             0
         }
     };

@@ -1,5 +1,6 @@
-//! The projector runtime and the `study_funnel` read model against a real nats-server and
-//! PostgreSQL.
+//! The projector runtime and the read models against a real nats-server and PostgreSQL.
 
+mod dashboard;
+mod rebuild;
 mod runtime;
 mod support;

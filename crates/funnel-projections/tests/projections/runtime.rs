@@ -2,7 +2,7 @@ use chrono::Utc;
 use funnel_domain::JourneyEvent;
 use funnel_eventlog::{EventLog, NewEvent};
 use funnel_projections::{ProjectedEvent, Projection, ProjectionError, Projector, StudyFunnel};
-use funnel_testkit::{NatsServer, TestNats, eventually, test_database, test_nats};
+use funnel_testkit::{NatsServer, PostgresServer, TestNats, eventually, test_database, test_nats};
 use prometheus::Registry;
 use uuid::Uuid;
 
@@ -240,7 +240,7 @@ async fn status_lists_projections_not_started_yet() {
         .with(StudyFunnel);
     let status = projector.status().await.expect("status");
     assert_eq!(status.len(), 1);
-    assert_eq!(status[0].status, "not_started");
+    assert_eq!(status[0].state, "not_started");
     assert_eq!(status[0].position, 0);
 }
 
@@ -254,8 +254,10 @@ async fn a_lost_postgresql_session_is_retried_from_the_checkpoint() {
     // PostgreSQL ends the projector's session (as on a server restart): the lock goes with it.
     let terminated: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
-         WHERE locktype = 'advisory' AND database = \
-         (SELECT oid FROM pg_database WHERE datname = current_database())) AS t",
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND ((classid::bigint << 32) | objid::bigint) = \
+         hashtextextended('funnel.projection.study_funnel.g1', 0)) AS t",
     )
     .fetch_one(&db.pool)
     .await
@@ -283,6 +285,10 @@ impl Projection for Picky {
         3
     }
 
+    fn schema(&self) -> &'static str {
+        "CREATE TABLE seen (seq bigint PRIMARY KEY);"
+    }
+
     async fn apply(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -294,7 +300,10 @@ impl Projection for Picky {
                 event.event.event_type()
             )));
         }
-        sqlx::query("SELECT 1").execute(&mut **tx).await?;
+        sqlx::query("INSERT INTO seen (seq) VALUES ($1)")
+            .bind(i64::try_from(event.seq).expect("seq"))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -325,6 +334,12 @@ async fn an_apply_error_stops_only_that_projection() {
     .await;
     assert_eq!(picky.version, 3);
     assert_eq!(picky.position, refuse - 1);
+    // Its own table, in its own schema, holds exactly the events before the refused one.
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_picky_g1.seen")
+        .fetch_one(&db.pool)
+        .await
+        .expect("seen");
+    assert_eq!(seen, i64::try_from(refuse - 1).expect("small"));
     let error = picky.last_error.expect("last_error");
     assert!(
         error.contains(&format!("event {refuse}: refusing funnel.journey.")),
@@ -335,4 +350,26 @@ async fn an_apply_error_stops_only_that_projection() {
     assert_eq!(read_model(&db.pool).await, fold_counts(&histories));
     let _ = stop.send(());
     task.await.expect("projector");
+}
+
+#[tokio::test]
+async fn a_postgresql_crash_and_restart_in_the_middle_ends_with_the_fold() {
+    let nats = test_nats().await;
+    let log = provisioned_log(&nats.url).await;
+    let mut postgres = PostgresServer::start().await;
+    let settings = postgres.database().await;
+    let pool = funnel_db::connect(&settings).await.expect("connect");
+    let histories = generate(83, 200);
+    let (first, second) = histories.split_at(100);
+
+    let running = start(&log, &pool);
+    append_all(&log, first, 2).await;
+    // Crashed while the projector is (most likely) in the middle of a batch.
+    postgres.kill().await;
+    append_all(&log, second, 1).await;
+    postgres.restart().await;
+    wait_caught_up(&log, &pool).await;
+    assert_eq!(read_model(&pool).await, fold_counts(&histories));
+    assert!(metric(&running.registry, "funnel_projection_retries_total") >= 1.0);
+    running.stop().await;
 }

@@ -10,7 +10,7 @@ use funnel_domain::{
 };
 use funnel_eventlog::{EventLog, EventLogSettings, ExpectedVersion, NewEvent, StreamKey};
 use funnel_projections::study_funnel::NO_SITE;
-use funnel_projections::{Projector, ProjectorSettings, StudyFunnel};
+use funnel_projections::{Projector, ProjectorSettings, ReadModels, StudyFunnel};
 use funnel_testkit::eventually;
 use prometheus::Registry;
 use rand::rngs::StdRng;
@@ -271,11 +271,14 @@ pub(crate) fn fold_counts(histories: &[History]) -> (StageCounts, ReferralCounts
 }
 
 pub(crate) async fn read_model(pool: &PgPool) -> (StageCounts, ReferralCounts) {
+    let mut tx = ReadModels::new(pool.clone())
+        .read(StudyFunnel::NAME)
+        .await
+        .expect("a live generation");
     let stages = sqlx::query(
-        "SELECT study_id, site_id, stage, journeys FROM rm_study_funnel_v1_stage_counts \
-         WHERE journeys > 0",
+        "SELECT study_id, site_id, stage, journeys FROM stage_counts WHERE journeys > 0",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await
     .expect("stage counts")
     .into_iter()
@@ -286,28 +289,27 @@ pub(crate) async fn read_model(pool: &PgPool) -> (StageCounts, ReferralCounts) {
         )
     })
     .collect();
-    let referrals = sqlx::query(
-        "SELECT study_id, source, referrals FROM rm_study_funnel_v1_referrals WHERE referrals > 0",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("referrals")
-    .into_iter()
-    .map(|row| {
-        (
-            (row.get("study_id"), row.get("source")),
-            row.get("referrals"),
-        )
-    })
-    .collect();
+    let referrals =
+        sqlx::query("SELECT study_id, source, referrals FROM referrals WHERE referrals > 0")
+            .fetch_all(&mut *tx)
+            .await
+            .expect("referrals")
+            .into_iter()
+            .map(|row| {
+                (
+                    (row.get("study_id"), row.get("source")),
+                    row.get("referrals"),
+                )
+            })
+            .collect();
     (stages, referrals)
 }
 
-/// `(position, status, last_error)` of the study_funnel checkpoint, if it exists.
+/// `(position, status, last_error)` of the live study_funnel generation, if there is one.
 pub(crate) async fn checkpoint(pool: &PgPool) -> Option<(u64, String, Option<String>)> {
     sqlx::query(
-        "SELECT position, status, last_error FROM projection_checkpoints \
-         WHERE name = 'study_funnel' AND version = 1",
+        "SELECT position, status, last_error FROM projection_generations \
+         WHERE name = 'study_funnel' AND state = 'live'",
     )
     .fetch_optional(pool)
     .await

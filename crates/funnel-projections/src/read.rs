@@ -1,0 +1,58 @@
+//! Reading a read model: a read-only transaction whose `search_path` is the live generation's
+//! schema, so that queries use unqualified table names and never see a generation half built.
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// Why a read model cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    /// No generation of the read model is live yet (the projector has not started it).
+    #[error("the read model `{0}` has no live generation yet")]
+    NotReady(&'static str),
+    #[error("PostgreSQL")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Opens read transactions on the live generation of a read model. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ReadModels {
+    pool: PgPool,
+}
+
+impl ReadModels {
+    #[must_use]
+    pub const fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// A read-only transaction on the live generation of `name` (e.g. `study_funnel`). A
+    /// switch to a rebuilt generation that commits meanwhile does not affect it: it keeps
+    /// reading the generation it started on, whose schema is dropped only after it ends.
+    ///
+    /// # Errors
+    /// [`ReadModelError::NotReady`] when no generation is live; PostgreSQL errors.
+    #[tracing::instrument(name = "read_model", skip(self))]
+    pub async fn read(
+        &self,
+        name: &'static str,
+    ) -> Result<Transaction<'static, Postgres>, ReadModelError> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for every query of the transaction: a report made of several queries
+        // sees one position of the stream.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        // One round trip finds the live schema and makes it the transaction's search path.
+        let schema: Option<String> = sqlx::query_scalar(
+            "SELECT set_config('search_path', schema_name, true) \
+             FROM projection_generations WHERE name = $1 AND state = 'live'",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if schema.is_none() {
+            return Err(ReadModelError::NotReady(name));
+        }
+        Ok(tx)
+    }
+}
