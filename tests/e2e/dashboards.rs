@@ -674,6 +674,11 @@ async fn bad_parameters_are_refused_with_problem_documents() {
             "`country`",
         ),
         (
+            report(&w, "sources", "?country=XX"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ISO 3166-1 alpha-2",
+        ),
+        (
             report(&w, "sources", "?source=billboard"),
             StatusCode::BAD_REQUEST,
             "`source` must be one of",
@@ -744,6 +749,92 @@ async fn a_read_model_not_built_yet_answers_503_with_retry_after() {
 async fn the_openapi_document_describes_the_dashboard_and_timeline_routes() {
     let app = spawn_app().await;
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
-    std::fs::write("/tmp/openapi-dump.json", serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let get = |path: &str| doc["paths"][path]["get"].clone();
+    assert_eq!(
+        get("/v1/journeys/{journey_id}/timeline")["tags"],
+        json!(["journeys"])
+    );
+    assert_eq!(get("/v1/dashboards/studies")["tags"], json!(["dashboards"]));
+    for name in [
+        "funnel",
+        "sites",
+        "timeseries",
+        "cohorts",
+        "sources",
+        "forecast",
+    ] {
+        let operation = get(&format!("/v1/dashboards/studies/{{study_id}}/{name}"));
+        assert_eq!(operation["tags"], json!(["dashboards"]), "{name}");
+        let unavailable = &operation["responses"]["503"];
+        assert!(
+            unavailable["headers"]["Retry-After"].is_object(),
+            "{name}: {unavailable}"
+        );
+        let parameters: Vec<&str> = operation["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|parameter| parameter["name"].as_str().unwrap())
+            .collect();
+        let expected: &[&str] = match name {
+            "forecast" => &["study_id"],
+            "timeseries" => &[
+                "study_id", "from", "to", "site", "country", "source", "bucket", "metric",
+                "by_site",
+            ],
+            _ => &["study_id", "from", "to", "site", "country", "source"],
+        };
+        assert_eq!(parameters, expected, "{name}");
+    }
+    // Repeatable filters: optional arrays, exploded into `site=a&site=b`.
+    let funnel = get("/v1/dashboards/studies/{study_id}/funnel");
+    let site = funnel["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|parameter| parameter["name"] == "site")
+        .unwrap();
+    assert_eq!(site["required"], false);
+    assert_eq!(site["explode"], true);
+    assert_eq!(site["schema"]["type"], "array");
+    let parameter = |name: &str| {
+        funnel["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|parameter| parameter["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let source = parameter("source");
+    assert_eq!(
+        source["schema"]["items"]["enum"],
+        json!([
+            "newsletter",
+            "ads",
+            "portal",
+            "advocacy",
+            "physician",
+            "other"
+        ]),
+        "{source}"
+    );
+    assert!(
+        source["schema"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("repeatable"),
+        "{source}"
+    );
+    assert_eq!(source["required"], false);
+    let country = parameter("country");
+    assert_eq!(
+        country["schema"]["items"]["pattern"], "^[A-Za-z]{2}$",
+        "{country}"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["Bucket"]["enum"],
+        json!(["day", "week", "month"])
+    );
     app.stop().await;
 }

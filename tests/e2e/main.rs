@@ -10,6 +10,8 @@ mod dashboards;
 mod journeys;
 mod operations;
 mod privacy;
+mod queues;
+mod rebuild;
 mod referrals;
 mod setup;
 mod timeline;

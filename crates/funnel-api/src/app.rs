@@ -20,6 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::commands::CommandService;
 use crate::metrics::HttpMetrics;
 use crate::problem::ApiError;
+use crate::queue::{QueueMetrics, QueueService, QueueSettings};
 use crate::rate_limit::RateLimits;
 use crate::routes;
 
@@ -43,6 +44,8 @@ pub struct ServiceSettings {
     /// all run them: one instance at a time applies each read model's events.
     pub run_projections: bool,
     pub projector: ProjectorSettings,
+    /// Work-queue leases, gauges and completion history.
+    pub queue: QueueSettings,
 }
 
 impl ServiceSettings {
@@ -59,6 +62,7 @@ impl ServiceSettings {
             rate_limit_burst: NonZeroU32::new(2_000).expect("non-zero"),
             run_projections: true,
             projector: ProjectorSettings::default(),
+            queue: QueueSettings::default(),
         }
     }
 }
@@ -94,6 +98,7 @@ pub(crate) struct AppState {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) fingerprints: crate::ingest::Fingerprinter,
     pub(crate) read_models: ReadModels,
+    pub(crate) queue: QueueService,
 }
 
 /// A built, bound, not yet serving service.
@@ -103,6 +108,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     projector: Option<Projector>,
+    queue_metrics: QueueMetrics,
 }
 
 impl Application {
@@ -132,6 +138,7 @@ impl Application {
             tracing::info!(stream = %report.stream, action = ?report.action, changes = ?report.changes, "stream provisioned");
         }
         let http_metrics = HttpMetrics::register(&registry)?;
+        let queue_metrics = QueueMetrics::register(&registry)?;
         let projector = if settings.run_projections {
             Some(
                 Projector::new(
@@ -150,6 +157,11 @@ impl Application {
             keys: KeyStore::new(db.clone()),
             fingerprints: crate::ingest::Fingerprinter::new(db.clone()),
             read_models: ReadModels::new(db.clone()),
+            queue: QueueService::new(
+                ReadModels::new(db.clone()),
+                db.clone(),
+                settings.queue.clone(),
+            ),
             tokens: TokenStore::new(db.clone()),
             rate_limits: RateLimits::new(settings.rate_limit_per_second, settings.rate_limit_burst),
             clock,
@@ -177,6 +189,7 @@ impl Application {
             router,
             state,
             projector,
+            queue_metrics,
         })
     }
 
@@ -217,6 +230,13 @@ impl Application {
         let projector = self
             .projector
             .map(|projector| tokio::spawn(projector.run(stop.clone().cancelled_owned())));
+        let queue_upkeep = tokio::spawn(crate::queue::maintenance::run(
+            self.state.queue.clone(),
+            self.state.db.clone(),
+            self.state.clock.clone(),
+            self.queue_metrics,
+            stop.clone(),
+        ));
         tracing::info!(%addr, "serving HTTP");
         let http_stop = stop.clone();
         let served = axum::serve(self.listener, self.router)
@@ -232,6 +252,9 @@ impl Application {
             if let Err(error) = task.await {
                 tracing::error!(error = %error, "the projector task panicked");
             }
+        }
+        if let Err(error) = queue_upkeep.await {
+            tracing::error!(error = %error, "the work-queue upkeep task panicked");
         }
         tracing::info!("draining the event log");
         self.state.events.shutdown().await;

@@ -134,6 +134,28 @@ impl CommandService {
         .await
     }
 
+    /// Decides `commands` in order, each against the state the ones before it left, and appends
+    /// all their events in one atomic append with the same version check as a single command:
+    /// an outcome made of several facts (reached, referred to a site, appointment booked) is
+    /// recorded whole or not at all.
+    #[tracing::instrument(skip(self, commands), fields(journey_id = %id, commands = commands.len()))]
+    pub async fn execute_journey_commands(
+        &self,
+        id: JourneyId,
+        expected: Option<u64>,
+        commands: &[JourneyCommand],
+    ) -> Result<Executed<JourneyEvent>, CommandError> {
+        let subject = id.to_string();
+        self.decide_and_append(
+            &journey_key(id),
+            expected,
+            || self.load_journey(id),
+            |state| decide_in_sequence(state, commands),
+            |_, event| to_new_event(subject.clone(), &DomainEvent::Journey(event.clone())),
+        )
+        .await
+    }
+
     /// Decides a study command (study, site and campaign setup) and appends the outcome.
     #[tracing::instrument(skip(self, command), fields(study_id = %id))]
     pub async fn execute_study(
@@ -322,6 +344,24 @@ impl CommandService {
             .await
             .map(|appended| appended.last_seq)
     }
+}
+
+/// [`funnel_domain::decide`] over several commands, evolving a copy of the state between them.
+fn decide_in_sequence(
+    state: &JourneyState,
+    commands: &[JourneyCommand],
+) -> Result<Vec<JourneyEvent>, DomainError> {
+    let mut state = state.clone();
+    let mut decided = Vec::with_capacity(commands.len());
+    for command in commands {
+        let events = funnel_domain::decide(&state, command)?;
+        state = events.iter().fold(state, funnel_domain::evolve);
+        decided.extend(events);
+    }
+    if decided.is_empty() {
+        return Err(DomainError::Invalid("no command to decide".to_owned()));
+    }
+    Ok(decided)
 }
 
 fn check_expected(expected: Option<u64>, actual: Option<u64>) -> Result<(), CommandError> {

@@ -13,8 +13,10 @@ mod extract;
 mod ingest;
 mod metrics;
 pub mod problem;
+mod queue;
 mod rate_limit;
 mod routes;
 
 pub use app::{Application, ServeError, ServiceSettings, run};
 pub use metrics::HttpMetrics;
+pub use queue::QueueSettings;

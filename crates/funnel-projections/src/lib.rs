@@ -59,13 +59,20 @@
 //!
 //! # Read models
 //!
-//! * [`StudyFunnel`]: journeys per study × site × stage, referrals per study × source channel.
+//! * [`SponsorDashboard`] (`sponsor_dashboard`): the sponsor dashboards' facts and their
+//!   queries ([`dashboard`]).
+//! * [`WorkQueue`] (`work_queue`): the Enrollment Support Team's open work items, derived from
+//!   journeys, SLA settings and time ([`queue`]; rules in `docs/work-queues.md`).
+//! * [`StudyFunnel`] (`study_funnel`): journeys per study × site × stage now, referrals per
+//!   study × source channel. The smallest complete read model: the runtime's own tests use it;
+//!   the service does not run it (the dashboard covers it).
 //!
 
 pub mod dashboard;
 mod generation;
 mod metrics;
 mod projection;
+pub mod queue;
 mod read;
 mod runtime;
 mod status;
@@ -74,6 +81,7 @@ pub mod study_funnel;
 pub use dashboard::SponsorDashboard;
 pub use generation::{Generation, GenerationError, GenerationState};
 pub use projection::{ProjectedEvent, Projection, ProjectionError};
+pub use queue::WorkQueue;
 pub use read::{ReadModelError, ReadModels};
 pub use runtime::{Projector, ProjectorSettings};
 pub use status::{ProjectionStatus, StatusError, status};

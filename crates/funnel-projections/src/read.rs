@@ -55,4 +55,31 @@ impl ReadModels {
         }
         Ok(tx)
     }
+
+    /// A read-write transaction whose `search_path` is the live generation's schema, then
+    /// `public`: for operational state kept beside a read model (e.g. leases on work items,
+    /// which live in `public` so that they survive a rebuild) that must lock read-model rows
+    /// (`SELECT ... FOR UPDATE SKIP LOCKED`). It must not write the read model's own tables:
+    /// only the projector does.
+    ///
+    /// # Errors
+    /// [`ReadModelError::NotReady`] when no generation is live; PostgreSQL errors.
+    #[tracing::instrument(name = "read_model_for_update", skip(self))]
+    pub async fn read_write(
+        &self,
+        name: &'static str,
+    ) -> Result<Transaction<'static, Postgres>, ReadModelError> {
+        let mut tx = self.pool.begin().await?;
+        let schema: Option<String> = sqlx::query_scalar(
+            "SELECT set_config('search_path', schema_name || ', public', true) \
+             FROM projection_generations WHERE name = $1 AND state = 'live'",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if schema.is_none() {
+            return Err(ReadModelError::NotReady(name));
+        }
+        Ok(tx)
+    }
 }

@@ -154,7 +154,7 @@ impl Projector {
     /// Adds every read model the service serves.
     #[must_use]
     pub fn with_read_models(self) -> Self {
-        self.with(crate::SponsorDashboard)
+        self.with(crate::SponsorDashboard).with(crate::WorkQueue)
     }
 
     /// Adds a projection. Names must be unique: a second projection with a name already added

@@ -57,6 +57,10 @@ enum Command {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Simulate recruitment against a running service: studies, sites, campaigns, referrals
+    /// arriving over time, agents working the queues. Deterministic by seed; also the load
+    /// generator.
+    Simulate(Box<crate::simulate::SimulateArgs>),
     /// Manage API tokens (shown once when created, stored hashed).
     Token {
         #[command(subcommand)]
@@ -155,7 +159,7 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
-struct DbArgs {
+pub(crate) struct DbArgs {
     /// PostgreSQL URL (a secret: never logged).
     #[arg(
         long,
@@ -178,7 +182,7 @@ impl std::fmt::Debug for DbArgs {
 }
 
 impl DbArgs {
-    fn settings(&self) -> DbSettings {
+    pub(crate) fn settings(&self) -> DbSettings {
         let mut settings = DbSettings::new(self.database_url.clone());
         settings.max_connections = self.database_max_connections;
         settings
@@ -260,6 +264,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { command, db } => token(command, &db).await,
+        Command::Simulate(args) => crate::simulate::run(*args).await,
         Command::Projections { command, db, nats } => {
             crate::projections::run(command, db.settings(), nats.settings()).await
         }

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod projections;
+mod simulate;
 
 use clap::Parser as _;
 

@@ -57,15 +57,42 @@ struct FilterParams {
     to: Option<NaiveDate>,
     /// A site of the study (repeatable): journeys handled by it now. Site tokens see their own
     /// site only, whether they ask for it or not.
-    #[param(style = Form, explode)]
+    #[param(style = Form, explode, required = false)]
     site: Vec<Uuid>,
-    /// The candidate's country, ISO 3166-1 alpha-2 (repeatable).
-    #[param(style = Form, explode, value_type = Vec<String>, example = json!(["ES"]))]
+    // Described in `country_schema`.
+    #[param(style = Form, explode, required = false, schema_with = country_schema)]
     country: Vec<Country>,
-    /// The referral's source channel (repeatable): newsletter, ads, portal, advocacy,
-    /// physician or other.
-    #[param(style = Form, explode, value_type = Vec<String>, example = json!(["ads"]))]
+    // Described in `source_schema`.
+    #[param(style = Form, explode, required = false, schema_with = source_schema)]
     source: Vec<SourceChannel>,
+}
+
+/// Countries as two letters, so that generated requests (and readers) know the shape. (A
+/// schema of one's own replaces the field's doc comment, so the description lives here.)
+fn country_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .description(Some(
+            "The candidate's country, ISO 3166-1 alpha-2 (repeatable).",
+        ))
+        .items(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .pattern(Some("^[A-Za-z]{2}$"))
+                .examples(["ES"]),
+        )
+        .build()
+}
+
+/// The source channels by their wire names, from the domain's own list.
+fn source_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .description(Some("The referral's source channel (repeatable)."))
+        .items(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .enum_values(Some(SourceChannel::ALL.map(SourceChannel::as_str))),
+        )
+        .build()
 }
 
 /// What a time series counts and how it is cut.
@@ -100,19 +127,19 @@ type RawPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 const FILTER_NAMES: &[&str] = &["from", "to", "site", "country", "source"];
 const SERIES_NAMES: &[&str] = &["bucket", "metric", "by_site"];
 
-/// Parses the query string at the boundary: a value that is not of its parameter's type, an
-/// unknown or repeated single parameter is a 400; `from` after `to` a 422.
-fn parse_params(
-    raw: RawPairs,
+/// Parses the query string's pairs at the boundary: a value that is not of its parameter's
+/// type, an unknown or repeated single parameter is a 400; `from` after `to` or a country code
+/// that names no country a 422. The web pages pass their form's fields here too, so that a
+/// filter means the same on a page as in the API.
+fn parse_pairs(
+    pairs: &[(String, String)],
     filters: bool,
     series: bool,
 ) -> Result<(FilterParams, SeriesParams), ApiError> {
-    let Query(pairs) =
-        raw.map_err(|rejection| ApiError::BadRequest(format!("bad query string: {rejection}")))?;
     let mut filter = FilterParams::default();
     let mut series_params = SeriesParams::default();
     let mut seen: Vec<&str> = Vec::new();
-    for (name, value) in &pairs {
+    for (name, value) in pairs {
         let known = (filters && FILTER_NAMES.contains(&name.as_str()))
             || (series && SERIES_NAMES.contains(&name.as_str()));
         if !known {
@@ -145,11 +172,7 @@ fn parse_params(
             "site" => filter.site.push(Uuid::try_parse(value).map_err(|_| {
                 ApiError::BadRequest(format!("`site` must be a site id (a UUID), not `{value}`"))
             })?),
-            "country" => filter.country.push(Country::parse(value).map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "`country` must be an ISO 3166-1 alpha-2 code such as ES, not `{value}`"
-                ))
-            })?),
+            "country" => filter.country.push(parse_country(value)?),
             "source" => filter.source.push(
                 SourceChannel::ALL
                     .into_iter()
@@ -184,6 +207,20 @@ fn parse_params(
         )));
     }
     Ok((filter, series_params))
+}
+
+/// Two letters that name no country are well-formed but meaningless (422, as for bodies);
+/// anything else is not a country code at all (400).
+fn parse_country(value: &str) -> Result<Country, ApiError> {
+    Country::parse(value).map_err(|_| {
+        let detail =
+            format!("`country` must be an ISO 3166-1 alpha-2 code such as ES, not `{value}`");
+        if value.len() == 2 && value.bytes().all(|byte| byte.is_ascii_alphabetic()) {
+            ApiError::Unprocessable(detail)
+        } else {
+            ApiError::BadRequest(detail)
+        }
+    })
 }
 
 fn parse_date(name: &str, value: &str) -> Result<NaiveDate, ApiError> {
@@ -248,11 +285,21 @@ fn authorise_study(
     }
 }
 
+/// The forecast is study-wide: site tokens, which see their own site only, may not read it.
+pub(crate) fn require_forecast_reader(principal: &Principal) -> Result<(), ApiError> {
+    if principal.role == Role::Site {
+        return Err(ApiError::Forbidden(
+            "the forecast is study-wide; a site token sees its own site's figures only".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// One request's snapshot of the read model, the study it is about, and the caller's filter.
-struct StudyRead {
-    tx: Transaction<'static, Postgres>,
-    study: StudyId,
-    filter: DashboardFilter,
+pub(crate) struct StudyRead {
+    pub(crate) tx: Transaction<'static, Postgres>,
+    pub(crate) study: StudyId,
+    pub(crate) filter: DashboardFilter,
     series: SeriesParams,
 }
 
@@ -262,12 +309,27 @@ async fn open_study(
     principal: &Principal,
     path: Result<Path<Uuid>, PathRejection>,
     raw: RawPairs,
-    (filters, series): (bool, bool),
+    reports: (bool, bool),
 ) -> Result<StudyRead, ApiError> {
     require_dashboard_reader(principal)?;
     let Path(study) = path.map_err(|rejection| path_rejection(&rejection))?;
-    let study = StudyId::from(study);
-    let (params, series) = parse_params(raw, filters, series)?;
+    let Query(pairs) =
+        raw.map_err(|rejection| ApiError::BadRequest(format!("bad query string: {rejection}")))?;
+    open_study_with(state, principal, StudyId::from(study), &pairs, reports).await
+}
+
+/// [`open_study`] for a study and filter given as name-value pairs (`from`, `to`, `site`,
+/// `country`, `source`; the series names too when `series`): the web pages read through here,
+/// so they authorise and filter exactly as the API does.
+pub(crate) async fn open_study_with(
+    state: &AppState,
+    principal: &Principal,
+    study: StudyId,
+    pairs: &[(String, String)],
+    (filters, series): (bool, bool),
+) -> Result<StudyRead, ApiError> {
+    require_dashboard_reader(principal)?;
+    let (params, series) = parse_pairs(pairs, filters, series)?;
     let mut filter = DashboardFilter {
         from: params.from,
         to: params.to,
@@ -328,16 +390,24 @@ async fn list_studies(
     principal: Principal,
     State(state): State<AppState>,
 ) -> Result<Json<StudyList>, ApiError> {
-    require_dashboard_reader(&principal)?;
+    Ok(Json(StudyList {
+        studies: visible_studies(&state, &principal).await?,
+    }))
+}
+
+/// The studies `principal` may see on the dashboard (the API's list and the web's study list).
+pub(crate) async fn visible_studies(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Vec<StudySummary>, ApiError> {
+    require_dashboard_reader(principal)?;
     let mut tx = state.read_models.read(READ_MODEL).await?;
     let studies = match principal.role {
         Role::Sponsor => {
             // A sponsor token always names its sponsor (the token store requires it); without
             // one it sees nothing rather than everything.
             let Some(sponsor) = principal.sponsor_id else {
-                return Ok(Json(StudyList {
-                    studies: Vec::new(),
-                }));
+                return Ok(Vec::new());
             };
             dashboard::studies(&mut tx, Some(sponsor)).await?
         }
@@ -353,9 +423,10 @@ async fn list_studies(
                 })
                 .collect()
         }
-        _ => dashboard::studies(&mut tx, None).await?,
+        // Admins; campaign and agent tokens were refused above.
+        Role::Admin | Role::Campaign | Role::Agent => dashboard::studies(&mut tx, None).await?,
     };
-    Ok(Json(StudyList { studies }))
+    Ok(studies)
 }
 
 /// The study's funnel: journeys that reached each step, step-to-step conversion, pre-screen
@@ -369,7 +440,7 @@ async fn list_studies(
         (status = UNAUTHORIZED, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "Not this study's sponsor or site, another site's figures, or a campaign or agent token", body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "No such study", body = Problem, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`", body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`, or a country code that names no country", body = Problem, content_type = "application/problem+json"),
         (status = TOO_MANY_REQUESTS, description = "Rate limit exceeded", body = Problem, content_type = "application/problem+json"),
         (status = SERVICE_UNAVAILABLE, description = "The read model is still being built (see Retry-After), or PostgreSQL is not answering", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -399,7 +470,7 @@ async fn funnel(
         (status = UNAUTHORIZED, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "Not this study's sponsor or site, another site's figures, or a campaign or agent token", body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "No such study", body = Problem, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`", body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`, or a country code that names no country", body = Problem, content_type = "application/problem+json"),
         (status = TOO_MANY_REQUESTS, description = "Rate limit exceeded", body = Problem, content_type = "application/problem+json"),
         (status = SERVICE_UNAVAILABLE, description = "The read model is still being built (see Retry-After), or PostgreSQL is not answering", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -428,7 +499,7 @@ async fn sites(
         (status = UNAUTHORIZED, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "Not this study's sponsor or site, another site's figures, or a campaign or agent token", body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "No such study", body = Problem, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`", body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`, or a country code that names no country", body = Problem, content_type = "application/problem+json"),
         (status = TOO_MANY_REQUESTS, description = "Rate limit exceeded", body = Problem, content_type = "application/problem+json"),
         (status = SERVICE_UNAVAILABLE, description = "The read model is still being built (see Retry-After), or PostgreSQL is not answering", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -468,7 +539,7 @@ async fn timeseries(
         (status = UNAUTHORIZED, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "Not this study's sponsor or site, another site's figures, or a campaign or agent token", body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "No such study", body = Problem, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`", body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`, or a country code that names no country", body = Problem, content_type = "application/problem+json"),
         (status = TOO_MANY_REQUESTS, description = "Rate limit exceeded", body = Problem, content_type = "application/problem+json"),
         (status = SERVICE_UNAVAILABLE, description = "The read model is still being built (see Retry-After), or PostgreSQL is not answering", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -497,7 +568,7 @@ async fn cohorts(
         (status = UNAUTHORIZED, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = FORBIDDEN, description = "Not this study's sponsor or site, another site's figures, or a campaign or agent token", body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, description = "No such study", body = Problem, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`", body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, description = "`from` is after `to`, or a country code that names no country", body = Problem, content_type = "application/problem+json"),
         (status = TOO_MANY_REQUESTS, description = "Rate limit exceeded", body = Problem, content_type = "application/problem+json"),
         (status = SERVICE_UNAVAILABLE, description = "The read model is still being built (see Retry-After), or PostgreSQL is not answering", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -537,11 +608,7 @@ async fn forecast(
     path: Result<Path<Uuid>, PathRejection>,
     query: RawPairs,
 ) -> Result<Json<TargetForecast>, ApiError> {
-    if principal.role == Role::Site {
-        return Err(ApiError::Forbidden(
-            "the forecast is study-wide; a site token sees its own site's figures only".to_owned(),
-        ));
-    }
+    require_forecast_reader(&principal)?;
     let mut read = open_study(&state, &principal, path, query, (false, false)).await?;
     let now = state.clock.now();
     dashboard::target_forecast(&mut read.tx, read.study, now)
@@ -554,6 +621,16 @@ async fn forecast(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_params(
+        raw: RawPairs,
+        filters: bool,
+        series: bool,
+    ) -> Result<(FilterParams, SeriesParams), ApiError> {
+        let Query(pairs) = raw
+            .map_err(|rejection| ApiError::BadRequest(format!("bad query string: {rejection}")))?;
+        parse_pairs(&pairs, filters, series)
+    }
 
     fn pairs(query: &str) -> RawPairs {
         let uri: axum::http::Uri = format!("/x?{query}").parse().unwrap();
@@ -597,7 +674,8 @@ mod tests {
             ("from=yesterday", 400, "`from` must be a date"),
             ("to=2026-02-30", 400, "`to` must be a date"),
             ("site=hospital", 400, "`site` must be a site id"),
-            ("country=XX", 400, "`country` must be an ISO"),
+            ("country=XX", 422, "`country` must be an ISO"),
+            ("country=Spain", 400, "`country` must be an ISO"),
             ("source=tv", 400, "`source` must be one of"),
             (
                 "bucket=year",

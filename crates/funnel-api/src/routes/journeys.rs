@@ -568,7 +568,7 @@ struct JourneyView {
     /// The campaign's own reference for the referral (admins and agents only; gone once erased).
     #[serde(skip_serializing_if = "Option::is_none")]
     external_ref: Option<String>,
-    /// The contact data (admins and agents only; site tokens never see it).
+    /// The contact data (admins, agents, and the staff of the site the journey is at).
     #[serde(skip_serializing_if = "Option::is_none")]
     contact: Option<JourneyContact>,
 }
@@ -629,9 +629,9 @@ fn not_found(id: JourneyId) -> ApiError {
 
 /// Read a journey: its stage, site, appointment, contact attempts and call-back.
 ///
-/// Agents of the journey's study and language, the staff of the site it is at, and admins.
-/// Agents and admins also get the candidate's contact data, decrypted (`{"erased": true}` once
-/// erased); site tokens never do.
+/// Agents of the journey's study and language, the staff of the site it is at, and admins; all
+/// of them get the candidate's contact data, decrypted (`{"erased": true}` once erased): the
+/// site calls the patients referred to it.
 #[utoipa::path(get, path = "/v1/journeys/{journey_id}", tag = "journeys",
     security(("bearer" = [])),
     params(("journey_id" = Uuid, Path, description = "The journey")),
@@ -678,7 +678,8 @@ async fn get_journey(
     };
     principal.require_journey_access(journey)?;
     let mut view = JourneyView::new(journey, version);
-    if matches!(principal.role, Role::Admin | Role::Agent) {
+    // `require_journey_access` above has checked the site staff's site.
+    if matches!(principal.role, Role::Admin | Role::Agent | Role::Site) {
         view.external_ref.clone_from(&journey.external_ref);
         view.contact = Some(if journey.erased {
             JourneyContact::ERASED

@@ -11,12 +11,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod cloudevents;
-mod dashboards;
+pub(crate) mod dashboards;
 mod journeys;
 mod privacy;
+pub(crate) mod queues;
 mod referrals;
 mod setup;
-mod timeline;
+pub(crate) mod timeline;
 
 use crate::app::{AppState, READINESS_TIMEOUT};
 use crate::metrics::{self, HttpMetrics};
@@ -34,7 +35,8 @@ use crate::problem::{ApiError, Problem};
         (name = "referrals", description = "Referral ingest for campaigns"),
         (name = "journeys", description = "What happens in a candidate's journey"),
         (name = "privacy", description = "Data-protection requests"),
-        (name = "dashboards", description = "Funnel figures for sponsors, site staff and admins")
+        (name = "dashboards", description = "Funnel figures for sponsors, site staff and admins"),
+        (name = "queues", description = "Enrollment Support Team work queues: claim, work and complete items (agents); depth and completions (team leads)")
     ),
     modifiers(&BearerAuth),
     components(schemas(Problem))
@@ -71,6 +73,7 @@ pub(crate) fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router
         .merge(cloudevents::routes())
         .merge(privacy::routes())
         .merge(dashboards::routes())
+        .merge(queues::routes())
         .with_state(state)
         .split_for_parts();
     let api = std::sync::Arc::new(api);

@@ -80,50 +80,50 @@ impl TimelineContact {
 
 /// One event of the journey.
 #[derive(Debug, Serialize, ToSchema)]
-struct TimelineEntry {
+pub(crate) struct TimelineEntry {
     /// The event's position in the stream: entries are in this order, and the last one is the
     /// journey's version.
-    sequence: u64,
+    pub(crate) sequence: u64,
     /// The event type, short (`contact_attempted`).
     #[serde(rename = "type")]
     #[schema(example = "contact_attempted")]
-    kind: String,
+    pub(crate) kind: String,
     /// The CloudEvents `type` it is stored with (`funnel.journey.contact_attempted.v1`).
     #[schema(example = "funnel.journey.contact_attempted.v1")]
-    cloud_event_type: String,
+    pub(crate) cloud_event_type: String,
     /// When it happened (business time).
-    at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     /// When it was appended to the stream.
-    recorded_at: DateTime<Utc>,
+    pub(crate) recorded_at: DateTime<Utc>,
     /// The journey's stage after this event.
     #[schema(example = "contacting")]
-    stage: String,
+    pub(crate) stage: String,
     /// HL7 FHIR R5 `ResearchSubject.progress.subjectState` after this event.
     #[schema(example = "candidate")]
-    fhir_subject_state: String,
+    pub(crate) fhir_subject_state: String,
     /// The event's own fields (its current schema version; `at` is above). In the referral,
     /// `contact` is the decrypted contact data, or `{"erased": true, ...}`; for sponsors it and
     /// `external_ref` are left out.
     #[schema(value_type = Object, example = json!({"channel": "phone", "outcome": "no_answer",
         "agent": "0195f3a2-7c1e-7d1a-9b7e-3f2a1c0d4e5f"}))]
-    data: Map<String, Value>,
+    pub(crate) data: Map<String, Value>,
 }
 
 /// A journey's history, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
-struct Timeline {
-    journey_id: Uuid,
-    study_id: Uuid,
+pub(crate) struct Timeline {
+    pub(crate) journey_id: Uuid,
+    pub(crate) study_id: Uuid,
     /// The candidate's pseudonymous id.
-    candidate_id: Uuid,
+    pub(crate) candidate_id: Uuid,
     /// The journey's current stage.
     #[schema(example = "referred_to_site")]
-    stage: String,
+    pub(crate) stage: String,
     /// The candidate's personal data has been erased (the funnel facts stay).
-    erased: bool,
+    pub(crate) erased: bool,
     /// The journey's version (also the `ETag`): the sequence of the last entry.
-    version: u64,
-    entries: Vec<TimelineEntry>,
+    pub(crate) version: u64,
+    pub(crate) entries: Vec<TimelineEntry>,
 }
 
 /// A journey's events decoded, each with the state it led to.
@@ -231,8 +231,7 @@ async fn open_contact(
                 sqlx::query_scalar("SELECT erased_at FROM candidate_keys WHERE candidate_id = $1")
                     .bind(candidate.as_uuid())
                     .fetch_optional(&state.db)
-                    .await
-                    .map_err(ApiError::internal)?
+                    .await?
                     .flatten();
             Ok(TimelineContact::erased(erased_at))
         }
@@ -294,15 +293,25 @@ async fn get_timeline(
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(|rejection| path_rejection(&rejection))?;
-    let id = JourneyId::from(id);
-    let history = read_history(&state, id).await?;
+    let timeline = timeline(&state, &principal, JourneyId::from(id)).await?;
+    Ok((StatusCode::OK, [etag(timeline.version)], Json(timeline)).into_response())
+}
+
+/// A journey's history as `principal` may see it: the one place that decides who sees the
+/// contact data (the API's timeline and the web's journey page).
+pub(crate) async fn timeline(
+    state: &AppState,
+    principal: &Principal,
+    id: JourneyId,
+) -> Result<Timeline, ApiError> {
+    let history = read_history(state, id).await?;
     let Some((journey, version)) = history.current() else {
         return Err(ApiError::NotFound(format!("no journey {id}")));
     };
-    let audience = audience(&state, &principal, journey).await?;
+    let audience = audience(state, principal, journey).await?;
     let mut contact = match audience {
         Audience::Personal => {
-            Some(open_contact(&state, journey.candidate_id, &history, journey).await?)
+            Some(open_contact(state, journey.candidate_id, &history, journey).await?)
         }
         Audience::Pseudonymised => None,
     };
@@ -344,5 +353,5 @@ async fn get_timeline(
         version,
         entries,
     };
-    Ok((StatusCode::OK, [etag(version)], Json(timeline)).into_response())
+    Ok(timeline)
 }

@@ -474,6 +474,54 @@ async fn dashboard_applied_directly_equals_the_fold() {
     assert_eq!(stored, expected);
 }
 
+/// The same property over histories proptest picks (and shrinks, by seed and size, when one
+/// disagrees): each case is applied in a schema of its own of one database.
+#[test]
+fn dashboard_equals_the_fold_for_generated_histories() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let db = runtime.block_on(test_database());
+    let cases = std::sync::atomic::AtomicU32::new(0);
+    let config = ProptestConfig {
+        cases: 16,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(seed in any::<u64>(), journeys in 1_usize..60)| {
+        let case = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let schema = format!("dashboard_case_{case}");
+        let data = generate(seed, journeys);
+        let (stored, expected) = runtime.block_on(async {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&db.pool)
+                .await
+                .expect("schema");
+            let begin = || async {
+                let mut tx = db.pool.begin().await.expect("begin");
+                sqlx::query("SELECT set_config('search_path', $1, true)")
+                    .bind(&schema)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("search path");
+                tx
+            };
+            let mut tx = begin().await;
+            sqlx::raw_sql(SponsorDashboard.schema())
+                .execute(&mut *tx)
+                .await
+                .expect("DDL");
+            for event in &data.events {
+                SponsorDashboard.apply(&mut tx, event).await.expect("apply");
+            }
+            tx.commit().await.expect("commit");
+            let mut tx = begin().await;
+            let stored = dashboard::load(&mut tx).await.expect("load");
+            (stored, dashboard::fold(&data.events))
+        });
+        prop_assert_eq!(stored, expected);
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Through the runtime: NATS stream → projector → live generation.
 

@@ -4,3 +4,4 @@ mod dashboard;
 mod rebuild;
 mod runtime;
 mod support;
+mod work_queue;
