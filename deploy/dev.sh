@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local run: installs the pinned nats-server if needed, starts it with JetStream on loopback
 # (store under .data/, kept across runs), checks PostgreSQL, builds the service, applies
-# migrations, provisions the stream and serves at http://127.0.0.1:8080 until Ctrl-C.
+# migrations, provisions the stream and serves at http://127.0.0.1:8080 until Ctrl-C, with a
+# live demo: a seeded recruitment simulation posting through the API (FUNNEL_DEMO=0: none).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$FUNNEL_ROOT"
@@ -41,6 +42,24 @@ token_file="$DATA_DIR/admin-token"
 if [ ! -s "$token_file" ]; then
   (umask 077; target/release/funnel token create --role admin --name "local admin" >"$token_file")
 fi
+target/release/funnel serve &
+serve_pid=$!
+trap 'kill "${sim_pid:-}" "$serve_pid" 2>/dev/null || true; wait 2>/dev/null || true; kill "$nats_pid" 2>/dev/null || true; wait "$nats_pid" 2>/dev/null || true' EXIT
+http_port="${FUNNEL_HTTP_ADDR##*:}"
+wait_for_port "$http_port" 60 || die "the service did not start"
+
+if [ "${FUNNEL_DEMO:-1}" != "0" ]; then
+  # The demo: two studies with their sites and campaigns, referrals arriving at 8 a second, agents
+  # working the queues, sites of varying responsiveness; a simulated day passes every 2 seconds.
+  target/release/funnel simulate --url "http://$FUNNEL_HTTP_ADDR" --seed "$(date +%s)" \
+    --studies 2 --sites 100-160 --rate 8 --progress-every 30s >>"$DATA_DIR/simulate.log" 2>&1 &
+  sim_pid=$!
+fi
+
 log "serving at http://$FUNNEL_HTTP_ADDR  (health: /health, metrics: /metrics, API: /openapi.json)"
 log "admin token (kept in .data/admin-token): $(cat "$token_file")"
-target/release/funnel serve
+if [ -n "${sim_pid:-}" ]; then
+  log "live demo: open http://$FUNNEL_HTTP_ADDR/ui/ and sign in with the admin token; the simulation's log is .data/simulate.log"
+fi
+log "Ctrl-C stops it all"
+wait "$serve_pid"

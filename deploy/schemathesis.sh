@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the running service through its own OpenAPI document with schemathesis (PyPI, pinned):
 # no response may be a 5xx or break the documented schema. Starts what it needs: a nats-server
-# of its own, a database of its own, and `funnel serve` on a free port.
+# of its own, a database of its own, and `funnel serve` on a free port (lib.sh's
+# start_service_under_test). With FUNNEL_METRICS_OUT=FILE it leaves the service's /metrics after
+# the run in FILE (deploy/test.sh lints it with deploy/promtool.sh).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$FUNNEL_ROOT"
@@ -14,43 +16,15 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-ensure_nats_server
-ensure_postgres
 work="$(mktemp -d -t funnel-schemathesis.XXXXXX)"
-nats_port="$(free_port)"
-http_port="$(free_port)"
-database="funnel_test_schemathesis_$$"
-write_nats_config "$work/nats.conf" "$nats_port" "$work/js" "funnel_schemathesis"
-"$NATS_SERVER_BIN" -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
-nats_pid=$!
-service_pid=""
-cleanup() {
-  [ -n "$service_pid" ] && kill "$service_pid" 2>/dev/null && wait "$service_pid" 2>/dev/null
-  kill "$nats_pid" 2>/dev/null || true
-  wait "$nats_pid" 2>/dev/null || true
-  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-wait_for_port "$nats_port" 30 || die "nats-server did not start"
+trap 'stop_service_under_test; rm -rf "$work"' EXIT
+start_service_under_test "$work" schemathesis
 
-cargo build --locked -p funnel --bin funnel
-export FUNNEL_NATS_URL="nats://127.0.0.1:$nats_port"
-export FUNNEL_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$database"
-export FUNNEL_HTTP_ADDR="127.0.0.1:$http_port"
-export FUNNEL_STREAM="SCHEMATHESIS"
-export RUST_LOG="${RUST_LOG:-warn}"
-target/debug/funnel migrate
-token="$(target/debug/funnel token create --role admin --name schemathesis)"
-target/debug/funnel serve >"$work/service.log" 2>&1 &
-service_pid=$!
-wait_for_port "$http_port" 60 || { cat "$work/service.log" >&2; die "the service did not start"; }
-
-log "schemathesis $SCHEMATHESIS_VERSION against http://127.0.0.1:$http_port/openapi.json"
+log "schemathesis $SCHEMATHESIS_VERSION against $SUT_URL/openapi.json"
 # No example database: a seeded run depends on nothing left by an earlier one.
 run_schemathesis() {
-  "$venv/bin/schemathesis" run "http://127.0.0.1:$http_port/openapi.json" \
-    --header "Authorization: Bearer $token" \
+  "$venv/bin/schemathesis" run "$SUT_URL/openapi.json" \
+    --header "Authorization: Bearer $SUT_TOKEN" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-40}" \
     --seed 20261130 \
@@ -69,8 +43,14 @@ if [ "$status" -ne 0 ] && grep -q "Runtime Error" "$work/schemathesis.out" \
   status=0
   run_schemathesis || status=$?
 fi
+# For deploy/promtool.sh (run by deploy/test.sh): the service's /metrics after fuzzing, when
+# every route has seen requests (and an append has gone through: fuzzed input rarely makes
+# one), so that `promtool check metrics` lints series with samples.
+if [ -n "${FUNNEL_METRICS_OUT:-}" ]; then
+  exercise_and_scrape "$FUNNEL_METRICS_OUT" || { log "could not scrape $SUT_URL/metrics"; status=1; }
+fi
 if [ "$status" -ne 0 ]; then
   log "service log (last 50 lines):"
-  tail -n 50 "$work/service.log" >&2
+  tail -n 50 "$SUT_LOG" >&2
 fi
 exit "$status"

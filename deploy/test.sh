@@ -8,6 +8,8 @@ cd "$FUNNEL_ROOT"
 
 ensure_nats_server
 ensure_postgres
+# The browser tests (tests/e2e/browser.rs) drive Debian's headless Chromium through chromedriver.
+[ -x /usr/bin/chromedriver ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 store="$(mktemp -d -t funnel-test-nats.XXXXXX)"
 port="$(free_port)"
@@ -33,9 +35,20 @@ export FUNNEL_TEST_DATABASE_URL="${FUNNEL_TEST_DATABASE_URL:-postgres://postgres
 log "running the test suite (nats-server $NATS_SERVER_VERSION on :$port, PostgreSQL on :5432)"
 cargo test --workspace --locked "$@" 2>&1 | tee "$store/cargo-test.log"
 
-# The API fuzzed through its own OpenAPI document: no 5xx, no response outside the schema.
-bash "$FUNNEL_ROOT/deploy/schemathesis.sh"
+# The API fuzzed through its own OpenAPI document: no 5xx, no response outside the schema. The
+# service's /metrics is scraped at the end of the run, for the checks below.
+FUNNEL_METRICS_OUT="$store/metrics.prom" bash "$FUNNEL_ROOT/deploy/schemathesis.sh"
+
+# The Prometheus configuration, alert rules (and their unit tests), the Grafana dashboard's
+# queries, and `promtool check metrics` on that scrape. Counted in the closing line; a failure
+# fails the run once that line is printed.
+promtool_status=0
+bash "$FUNNEL_ROOT/deploy/promtool.sh" --metrics "$store/metrics.prom" 2>&1 \
+  | tee "$store/promtool.log" || promtool_status=$?
 
 # One closing line for the whole suite (the fuzzing run above ends with its own summary).
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' \
-  "$store/cargo-test.log"
+awk '/^test result:/ { passed += $4; failed += $6 }
+     /^promtool: [0-9]+ passed, [0-9]+ failed$/ { passed += $2; failed += $4 }
+     END { printf "tests: %d passed, %d failed\n", passed, failed }' \
+  "$store/cargo-test.log" "$store/promtool.log"
+exit "$promtool_status"

@@ -49,7 +49,7 @@ pub(crate) async fn spawn_app_with_settings(
     spawn_app_configured(funnel_testkit::test_nats().await, configure).await
 }
 
-async fn spawn_app_configured(
+pub(crate) async fn spawn_app_configured(
     nats: TestNats,
     configure: impl FnOnce(&mut ServiceSettings),
 ) -> TestApp {

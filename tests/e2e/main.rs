@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod browser;
 mod cloudevents;
 mod commands;
 mod dashboards;
@@ -15,3 +16,4 @@ mod rebuild;
 mod referrals;
 mod setup;
 mod timeline;
+mod web;

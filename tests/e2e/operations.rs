@@ -56,6 +56,20 @@ async fn ready_turns_unavailable_when_nats_goes_away_and_back_when_it_returns() 
 }
 
 #[tokio::test]
+async fn shutdown_ends_within_its_grace_while_nats_is_down() {
+    let mut server = funnel_testkit::NatsServer::start().await;
+    let nats = funnel_testkit::TestNats::from_url(server.url());
+    let app = crate::helpers::spawn_app_configured(nats, |settings| {
+        settings.shutdown_grace = std::time::Duration::from_secs(2);
+    })
+    .await;
+    assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
+    server.kill().await;
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(60), app.stop()).await;
+    assert!(stopped.is_ok(), "the service did not stop with NATS down");
+}
+
+#[tokio::test]
 async fn metrics_are_prometheus_text_labelled_by_route_template() {
     let app = spawn_app().await;
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);

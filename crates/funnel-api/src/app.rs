@@ -46,6 +46,10 @@ pub struct ServiceSettings {
     pub projector: ProjectorSettings,
     /// Work-queue leases, gauges and completion history.
     pub queue: QueueSettings,
+    /// How long shutdown waits, after HTTP has stopped, for the projections' batches in flight
+    /// and the event log's queued appends. With NATS or PostgreSQL down they may never finish;
+    /// the process then stops anyway (an append never acknowledged was never reported as done).
+    pub shutdown_grace: Duration,
 }
 
 impl ServiceSettings {
@@ -63,6 +67,7 @@ impl ServiceSettings {
             run_projections: true,
             projector: ProjectorSettings::default(),
             queue: QueueSettings::default(),
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -109,6 +114,7 @@ pub struct Application {
     state: AppState,
     projector: Option<Projector>,
     queue_metrics: QueueMetrics,
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -137,6 +143,7 @@ impl Application {
             let report = events.provision().await?;
             tracing::info!(stream = %report.stream, action = ?report.action, changes = ?report.changes, "stream provisioned");
         }
+        events.register_metrics(&registry)?;
         let http_metrics = HttpMetrics::register(&registry)?;
         let queue_metrics = QueueMetrics::register(&registry)?;
         let projector = if settings.run_projections {
@@ -190,6 +197,7 @@ impl Application {
             state,
             projector,
             queue_metrics,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -247,17 +255,31 @@ impl Application {
             .await
             .map_err(ServeError::Serve);
         stop.cancel();
-        if let Some(task) = projector {
-            tracing::info!("HTTP stopped; finishing the projections' batches in flight");
-            if let Err(error) = task.await {
-                tracing::error!(error = %error, "the projector task panicked");
+        let events = self.state.events.clone();
+        let drain = async move {
+            if let Some(task) = projector {
+                tracing::info!("HTTP stopped; finishing the projections' batches in flight");
+                if let Err(error) = task.await {
+                    tracing::error!(error = %error, "the projector task panicked");
+                }
             }
+            if let Err(error) = queue_upkeep.await {
+                tracing::error!(error = %error, "the work-queue upkeep task panicked");
+            }
+            tracing::info!("draining the event log");
+            events.shutdown().await;
+        };
+        if tokio::time::timeout(self.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace = ?self.shutdown_grace,
+                "stopping without finishing the drain (is NATS or PostgreSQL down?): a batch not \
+                 committed is applied again at the next start, an append never acknowledged was \
+                 never reported as done"
+            );
         }
-        if let Err(error) = queue_upkeep.await {
-            tracing::error!(error = %error, "the work-queue upkeep task panicked");
-        }
-        tracing::info!("draining the event log");
-        self.state.events.shutdown().await;
         self.state.db.close().await;
         tracing::info!("stopped");
         served

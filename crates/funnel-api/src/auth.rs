@@ -361,6 +361,23 @@ impl TokenStore {
     }
 }
 
+impl TokenStore {
+    /// The principal of the token with this id while it is active (the web sessions resolve
+    /// to their token through here, so a revoked token ends its sessions at once).
+    pub(crate) async fn active_principal(&self, id: Uuid) -> Result<Option<Principal>, TokenError> {
+        let row: Option<TokenRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE id = $1 AND revoked_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| token_info(row).map(|info| info.principal))
+            .transpose()
+    }
+}
+
 fn parse_token(token: &str) -> Option<(Uuid, &str)> {
     let rest = token.strip_prefix(TOKEN_PREFIX)?.strip_prefix('_')?;
     let (id, secret) = rest.split_once('_')?;

@@ -16,6 +16,7 @@ pub mod problem;
 mod queue;
 mod rate_limit;
 mod routes;
+mod web;
 
 pub use app::{Application, ServeError, ServiceSettings, run};
 pub use metrics::HttpMetrics;

@@ -36,6 +36,7 @@ mod error;
 mod event;
 mod key;
 mod log;
+mod metrics;
 mod provision;
 mod read;
 mod settings;

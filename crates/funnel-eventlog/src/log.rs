@@ -1,6 +1,6 @@
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::Stream;
@@ -10,6 +10,7 @@ use crate::batcher::{GroupCommitStats, GroupCommitter, StatsCounters};
 use crate::error::{AppendError, EventLogError, ReadError};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::key::StreamKey;
+use crate::metrics::AppendMetrics;
 use crate::provision::{ProvisionReport, StreamSummary};
 use crate::settings::{EventLogSettings, redact_url};
 use crate::version::{ServerCapabilities, ServerVersion};
@@ -41,6 +42,8 @@ const LONE_BATCHES_IN_FLIGHT: usize = 16;
 pub struct EventLog {
     shared: Arc<Shared>,
     group_commit: Option<Arc<GroupCommitter>>,
+    /// Set once by [`EventLog::register_metrics`]; shared by every clone.
+    metrics: Arc<OnceLock<AppendMetrics>>,
 }
 
 impl EventLog {
@@ -99,7 +102,22 @@ impl EventLog {
         Ok(Self {
             shared,
             group_commit,
+            metrics: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Registers the event log's metrics on `registry` (for every clone of this log):
+    /// `funnel_eventlog_appends_total{outcome}`, `funnel_eventlog_append_duration_seconds{outcome}`,
+    /// `funnel_eventlog_events_appended_total` and `funnel_nats_connected`. Fails with
+    /// [`prometheus::Error::AlreadyReg`] when called twice.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        if self.metrics.get().is_some() {
+            return Err(prometheus::Error::AlreadyReg);
+        }
+        let metrics = AppendMetrics::register(registry, self.shared.client.clone())?;
+        self.metrics
+            .set(metrics)
+            .map_err(|_| prometheus::Error::AlreadyReg)
     }
 
     /// Creates the stream, or brings an existing one to the wanted configuration and reports
@@ -153,6 +171,21 @@ impl EventLog {
     /// stored twice (with `ExpectedVersion::Any`, only within the duplicate window).
     #[tracing::instrument(skip_all, fields(aggregate = %key, events = events.len(), expected = %expected))]
     pub async fn append(
+        &self,
+        key: &StreamKey,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, AppendError> {
+        let started = Instant::now();
+        let count = events.len();
+        let result = self.append_unmeasured(key, expected, events).await;
+        if let Some(metrics) = self.metrics.get() {
+            metrics.record(count, started.elapsed(), result.as_ref().map(|_| ()));
+        }
+        result
+    }
+
+    async fn append_unmeasured(
         &self,
         key: &StreamKey,
         expected: ExpectedVersion,

@@ -62,6 +62,8 @@ impl utoipa::Modify for BearerAuth {
 }
 
 pub(crate) fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router {
+    // The web pages are a plain router beside the API's: no tags, not in the OpenAPI document.
+    let web = crate::web::routes(state.clone());
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
@@ -82,6 +84,7 @@ pub(crate) fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router
             "/openapi.json",
             axum::routing::get(move || openapi_json(api.clone())),
         )
+        .merge(web)
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -5,6 +5,7 @@ mod append_read;
 mod bench;
 mod group_commit;
 mod lost_ack;
+mod metrics;
 mod provisioning;
 mod server_behaviour;
 mod subscribe;

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use chrono::{DateTime, Datelike, Days, NaiveDate, TimeDelta, Utc};
 use funnel_domain::{
     CampaignId, CandidateId, ContactChannel, ContactOutcome, Country, Currency, DomainEvent,
@@ -11,21 +10,24 @@ use funnel_domain::{
     SourceChannel, SponsorId, Stage, StudyCommand, StudyEvent, StudyId, StudyState, decide,
     decide_study, evolve, evolve_study,
 };
-use funnel_eventlog::{EventLog, ExpectedVersion, NewEvent, StreamKey};
+use funnel_eventlog::StreamKey;
 use funnel_projections::dashboard::{
     self, Bucket, DashboardFilter, DashboardModel, ForecastStatus, FunnelStage, JourneyFact,
     SeriesMetric,
 };
-use funnel_projections::{ProjectedEvent, Projection, Projector, ReadModels, SponsorDashboard};
-use funnel_testkit::{eventually, test_database, test_nats};
+use funnel_projections::{ProjectedEvent, Projector, ReadModels, SponsorDashboard};
+use funnel_testkit::{test_database, test_nats};
 use prometheus::Registry;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::support::{WAIT, fast_settings, provisioned_log};
+use crate::support::{
+    append_projected, apply_directly, fast_settings, in_schema, provisioned_log,
+    wait_live_caught_up,
+};
 
 const COUNTRIES: [&str; 3] = ["ES", "DE", "FR"];
 
@@ -395,42 +397,10 @@ fn generate(seed: u64, journeys: usize) -> DataSet {
 
 const SCHEMA: &str = "dashboard_direct";
 
-async fn in_schema(pool: &PgPool) -> Transaction<'static, Postgres> {
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT set_config('search_path', $1, true)")
-        .bind(SCHEMA)
-        .execute(&mut *tx)
-        .await
-        .expect("search path");
-    tx
-}
-
-/// Runs the DDL in a fresh schema and applies `events` through `SponsorDashboard::apply`,
-/// committing every 50 events, as the runtime would.
-async fn apply_directly(pool: &PgPool, events: &[ProjectedEvent]) {
-    sqlx::query("CREATE SCHEMA dashboard_direct")
-        .execute(pool)
-        .await
-        .expect("schema");
-    let mut tx = in_schema(pool).await;
-    sqlx::raw_sql(SponsorDashboard.schema())
-        .execute(&mut *tx)
-        .await
-        .expect("DDL");
-    tx.commit().await.expect("commit");
-    for chunk in events.chunks(50) {
-        let mut tx = in_schema(pool).await;
-        for event in chunk {
-            SponsorDashboard.apply(&mut tx, event).await.expect("apply");
-        }
-        tx.commit().await.expect("commit");
-    }
-}
-
 async fn direct_data_set(seed: u64, journeys: usize) -> (funnel_testkit::TestDb, DataSet) {
     let db = test_database().await;
     let data = generate(seed, journeys);
-    apply_directly(&db.pool, &data.events).await;
+    apply_directly(&db.pool, &SponsorDashboard, SCHEMA, &data.events).await;
     (db, data)
 }
 
@@ -464,12 +434,12 @@ async fn dashboard_applied_directly_equals_the_fold() {
     for seed in [1_u64, 2, 3, 4] {
         all.extend(generate(seed, 120).events);
     }
-    apply_directly(&db.pool, &all).await;
+    apply_directly(&db.pool, &SponsorDashboard, SCHEMA, &all).await;
     let expected = dashboard::fold(&all);
     assert_covers_the_funnel(&expected);
     // The ignored events really were ignored.
     assert_eq!(expected.studies.len(), 8);
-    let mut tx = in_schema(&db.pool).await;
+    let mut tx = in_schema(&db.pool, SCHEMA).await;
     let stored = dashboard::load(&mut tx).await.expect("load");
     assert_eq!(stored, expected);
 }
@@ -492,29 +462,8 @@ fn dashboard_equals_the_fold_for_generated_histories() {
         let schema = format!("dashboard_case_{case}");
         let data = generate(seed, journeys);
         let (stored, expected) = runtime.block_on(async {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&db.pool)
-                .await
-                .expect("schema");
-            let begin = || async {
-                let mut tx = db.pool.begin().await.expect("begin");
-                sqlx::query("SELECT set_config('search_path', $1, true)")
-                    .bind(&schema)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("search path");
-                tx
-            };
-            let mut tx = begin().await;
-            sqlx::raw_sql(SponsorDashboard.schema())
-                .execute(&mut *tx)
-                .await
-                .expect("DDL");
-            for event in &data.events {
-                SponsorDashboard.apply(&mut tx, event).await.expect("apply");
-            }
-            tx.commit().await.expect("commit");
-            let mut tx = begin().await;
+            apply_directly(&db.pool, &SponsorDashboard, &schema, &data.events).await;
+            let mut tx = in_schema(&db.pool, &schema).await;
             let stored = dashboard::load(&mut tx).await.expect("load");
             (stored, dashboard::fold(&data.events))
         });
@@ -525,63 +474,13 @@ fn dashboard_equals_the_fold_for_generated_histories() {
 // ---------------------------------------------------------------------------------------
 // Through the runtime: NATS stream → projector → live generation.
 
-/// Appends every event, each aggregate's in order, aggregates concurrently.
-async fn append(log: &EventLog, events: &[ProjectedEvent]) {
-    let mut streams: BTreeMap<(String, Uuid), (StreamKey, Vec<NewEvent>)> = BTreeMap::new();
-    for event in events {
-        let encoded = funnel_domain::encode(&event.event);
-        streams
-            .entry((event.key.kind().to_owned(), event.key.id()))
-            .or_insert_with(|| (event.key.clone(), Vec::new()))
-            .1
-            .push(NewEvent {
-                id: event.id,
-                event_type: encoded.cloud_event_type(),
-                time: event.time,
-                subject: event.key.id().to_string(),
-                data: Bytes::from(serde_json::to_vec(&encoded.data).expect("JSON")),
-            });
-    }
-    let appends = streams.values().map(|(key, new)| async move {
-        eventually("an append to succeed", WAIT, || async {
-            log.append(key, ExpectedVersion::Any, new.clone())
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-    });
-    futures::future::join_all(appends).await;
-}
-
-async fn wait_live_caught_up(log: &EventLog, pool: &PgPool) {
-    let head = log.stream_head().await.expect("head");
-    eventually(
-        "sponsor_dashboard to reach the stream head",
-        WAIT,
-        || async {
-            let position: Option<i64> = sqlx::query_scalar(
-                "SELECT position FROM projection_generations \
-             WHERE name = 'sponsor_dashboard' AND state = 'live'",
-            )
-            .fetch_optional(pool)
-            .await
-            .expect("generation");
-            position
-                .and_then(|position| u64::try_from(position).ok())
-                .filter(|&position| position >= head)
-        },
-    )
-    .await;
-}
-
 async fn projector_equals_fold(seed: u64) {
     let nats = test_nats().await;
     let log = provisioned_log(&nats.url).await;
     let db = test_database().await;
     let data = generate(seed, 150);
     let (first, second) = data.events.split_at(data.events.len() / 2);
-    append(&log, first).await;
+    append_projected(&log, first).await;
     let projector = Projector::new(
         log.clone(),
         db.pool.clone(),
@@ -595,8 +494,8 @@ async fn projector_equals_fold(seed: u64) {
         let _ = stopped.await;
     }));
     // Half before the projector starts (catch-up), half while it runs.
-    append(&log, second).await;
-    wait_live_caught_up(&log, &db.pool).await;
+    append_projected(&log, second).await;
+    wait_live_caught_up(&log, &db.pool, SponsorDashboard::NAME).await;
     let expected = dashboard::fold(&data.events);
     assert_covers_the_funnel(&expected);
     let mut tx = ReadModels::new(db.pool.clone())
@@ -1045,7 +944,7 @@ async fn check_attribution(
 async fn dashboard_reports_equal_figures_from_the_fold() {
     let (db, data) = direct_data_set(21, 400).await;
     let model = dashboard::fold(&data.events);
-    let mut tx = in_schema(&db.pool).await;
+    let mut tx = in_schema(&db.pool, SCHEMA).await;
     let all = DashboardFilter::default();
     for &study in &data.studies {
         let referred = check_funnel(&mut tx, &model, study, &all).await;
@@ -1151,7 +1050,7 @@ async fn dashboard_reports_equal_figures_from_the_fold() {
 async fn dashboard_filters_narrow_every_report() {
     let (db, data) = direct_data_set(22, 400).await;
     let model = dashboard::fold(&data.events);
-    let mut tx = in_schema(&db.pool).await;
+    let mut tx = in_schema(&db.pool, SCHEMA).await;
     let study = data.studies[0];
     let sites: Vec<SiteId> = model
         .sites

@@ -10,13 +10,16 @@ use funnel_domain::{
 };
 use funnel_eventlog::{EventLog, EventLogSettings, ExpectedVersion, NewEvent, StreamKey};
 use funnel_projections::study_funnel::NO_SITE;
-use funnel_projections::{Projector, ProjectorSettings, ReadModels, StudyFunnel};
+use funnel_projections::{
+    ProjectedEvent, Projection, Projector, ProjectorSettings, ReadModels, StudyFunnel,
+};
 use funnel_testkit::eventually;
+use futures::StreamExt;
 use prometheus::Registry;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -394,4 +397,107 @@ pub(crate) fn metric(registry: &Registry, name: &str) -> f64 {
 
 pub(crate) fn event_count(histories: &[History]) -> usize {
     histories.iter().map(|history| history.events.len()).sum()
+}
+
+// ---------------------------------------------------------------------------------------
+// Applying a projection directly, in a schema of the test's own (no runtime involved).
+
+/// A transaction whose `search_path` is `schema`.
+pub(crate) async fn in_schema(pool: &PgPool, schema: &str) -> Transaction<'static, Postgres> {
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(schema)
+        .execute(&mut *tx)
+        .await
+        .expect("search path");
+    tx
+}
+
+/// Creates `schema`, runs `projection`'s DDL in it and applies `events` through
+/// [`Projection::apply`], committing every 50 events, as the runtime would.
+pub(crate) async fn apply_directly<P: Projection>(
+    pool: &PgPool,
+    projection: &P,
+    schema: &str,
+    events: &[ProjectedEvent],
+) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(pool)
+        .await
+        .expect("schema");
+    let mut tx = in_schema(pool, schema).await;
+    sqlx::raw_sql(projection.schema())
+        .execute(&mut *tx)
+        .await
+        .expect("DDL");
+    tx.commit().await.expect("commit");
+    for chunk in events.chunks(50) {
+        let mut tx = in_schema(pool, schema).await;
+        for event in chunk {
+            projection.apply(&mut tx, event).await.expect("apply");
+        }
+        tx.commit().await.expect("commit");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the runtime: NATS stream → projector → live generation.
+
+/// Appends every event, each aggregate's in order, aggregates concurrently. Retries an append
+/// that fails; ids make retries idempotent.
+pub(crate) async fn append_projected(log: &EventLog, events: &[ProjectedEvent]) {
+    let mut streams: BTreeMap<(String, Uuid), (StreamKey, Vec<NewEvent>)> = BTreeMap::new();
+    for event in events {
+        let encoded = funnel_domain::encode(&event.event);
+        streams
+            .entry((event.key.kind().to_owned(), event.key.id()))
+            .or_insert_with(|| (event.key.clone(), Vec::new()))
+            .1
+            .push(NewEvent {
+                id: event.id,
+                event_type: encoded.cloud_event_type(),
+                time: event.time,
+                subject: event.key.id().to_string(),
+                data: Bytes::from(serde_json::to_vec(&encoded.data).expect("JSON")),
+            });
+    }
+    let appends = streams
+        .values()
+        .map(|(key, new)| append_retrying(log, key, new.clone()));
+    futures::future::join_all(appends).await;
+}
+
+/// Waits until the live generation of the projection `name` reaches the stream head, and
+/// returns that head.
+pub(crate) async fn wait_live_caught_up(log: &EventLog, pool: &PgPool, name: &str) -> u64 {
+    let head = log.stream_head().await.expect("head");
+    eventually(
+        &format!("{name} to reach the stream head"),
+        WAIT,
+        || async {
+            let position: Option<i64> = sqlx::query_scalar(
+                "SELECT position FROM projection_generations WHERE name = $1 AND state = 'live'",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .expect("generation");
+            position
+                .and_then(|position| u64::try_from(position).ok())
+                .filter(|&position| position >= head)
+        },
+    )
+    .await;
+    head
+}
+
+/// The stream's first `upto` events, decoded as the runtime decodes them.
+pub(crate) async fn read_back(log: &EventLog, upto: u64) -> Vec<ProjectedEvent> {
+    log.subscribe(1)
+        .await
+        .expect("subscribe")
+        .take(usize::try_from(upto).expect("small"))
+        .map(|event| ProjectedEvent::decode(&event.expect("read")).expect("decode"))
+        .collect()
+        .await
 }

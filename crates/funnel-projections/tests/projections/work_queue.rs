@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use funnel_domain::{
     CampaignId, CandidateId, ContactChannel, ContactOutcome, Country, DomainEvent, JourneyCommand,
@@ -12,21 +11,22 @@ use funnel_domain::{
     SourceChannel, SponsorId, Stage, StudyCommand, StudyId, StudyState, decide, decide_study,
     evolve, evolve_study,
 };
-use funnel_eventlog::{EventLog, ExpectedVersion, NewEvent, StreamKey};
+use funnel_eventlog::StreamKey;
 use funnel_projections::queue::{
     self, ItemKind, QueueDepth, QueueModel, WorkItem, item_id, next_attempt_due,
 };
-use funnel_projections::{ProjectedEvent, Projection, Projector, ReadModels, WorkQueue};
-use funnel_testkit::{eventually, test_database, test_nats};
-use futures::StreamExt;
+use funnel_projections::{ProjectedEvent, Projector, ReadModels, WorkQueue};
+use funnel_testkit::{test_database, test_nats};
 use prometheus::Registry;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::support::{WAIT, fast_settings, provisioned_log};
+use crate::support::{
+    append_projected, apply_directly, fast_settings, in_schema, provisioned_log, read_back,
+    wait_live_caught_up,
+};
 
 fn t(text: &str) -> DateTime<Utc> {
     text.parse().expect("time")
@@ -1048,38 +1048,6 @@ fn assert_covers_the_rules(model: &QueueModel) {
 
 const SCHEMA: &str = "work_queue_direct";
 
-async fn in_schema(pool: &PgPool) -> Transaction<'static, Postgres> {
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT set_config('search_path', $1, true)")
-        .bind(SCHEMA)
-        .execute(&mut *tx)
-        .await
-        .expect("search path");
-    tx
-}
-
-/// Runs the DDL in a fresh schema and applies `events` through `WorkQueue::apply`,
-/// committing every 50 events, as the runtime would.
-async fn apply_directly(pool: &PgPool, events: &[ProjectedEvent]) {
-    sqlx::query("CREATE SCHEMA work_queue_direct")
-        .execute(pool)
-        .await
-        .expect("schema");
-    let mut tx = in_schema(pool).await;
-    sqlx::raw_sql(WorkQueue.schema())
-        .execute(&mut *tx)
-        .await
-        .expect("DDL");
-    tx.commit().await.expect("commit");
-    for chunk in events.chunks(50) {
-        let mut tx = in_schema(pool).await;
-        for event in chunk {
-            WorkQueue.apply(&mut tx, event).await.expect("apply");
-        }
-        tx.commit().await.expect("commit");
-    }
-}
-
 #[tokio::test]
 async fn work_queue_applied_directly_equals_the_fold() {
     let db = test_database().await;
@@ -1091,10 +1059,10 @@ async fn work_queue_applied_directly_equals_the_fold() {
     for (n, event) in all.iter_mut().enumerate() {
         event.seq = n as u64 + 1;
     }
-    apply_directly(&db.pool, &all).await;
+    apply_directly(&db.pool, &WorkQueue, SCHEMA, &all).await;
     let expected = queue::fold(&all);
     assert_covers_the_rules(&expected);
-    let mut tx = in_schema(&db.pool).await;
+    let mut tx = in_schema(&db.pool, SCHEMA).await;
     assert_eq!(queue::load(&mut tx).await.expect("load"), expected);
 }
 
@@ -1166,8 +1134,8 @@ async fn depth_counts_due_overdue_and_upcoming_items_at_a_given_time() {
             time_zone: "Asia/Tokyo".into(),
         },
     );
-    apply_directly(&db.pool, &events.list).await;
-    let mut tx = in_schema(&db.pool).await;
+    apply_directly(&db.pool, &WorkQueue, SCHEMA, &events.list).await;
+    let mut tx = in_schema(&db.pool, SCHEMA).await;
     let depth_at = |now: &str| {
         let now = t(now);
         move |rows: &[QueueDepth], kind: ItemKind| {
@@ -1256,9 +1224,9 @@ async fn depth_equals_figures_from_the_fold() {
     for (n, event) in events.iter_mut().enumerate() {
         event.seq = n as u64 + 1;
     }
-    apply_directly(&db.pool, &events).await;
+    apply_directly(&db.pool, &WorkQueue, SCHEMA, &events).await;
     let model = queue::fold(&events);
-    let mut tx = in_schema(&db.pool).await;
+    let mut tx = in_schema(&db.pool, SCHEMA).await;
     let first = data.studies[0];
     for now in [
         "2025-01-10T00:00:00Z",
@@ -1285,64 +1253,6 @@ async fn depth_equals_figures_from_the_fold() {
 // ---------------------------------------------------------------------------------------
 // Through the runtime: NATS stream → projector → live generation.
 
-/// Appends every event, each aggregate's in order, aggregates concurrently.
-async fn append(log: &EventLog, events: &[ProjectedEvent]) {
-    let mut streams: BTreeMap<(String, Uuid), (StreamKey, Vec<NewEvent>)> = BTreeMap::new();
-    for event in events {
-        let encoded = funnel_domain::encode(&event.event);
-        streams
-            .entry((event.key.kind().to_owned(), event.key.id()))
-            .or_insert_with(|| (event.key.clone(), Vec::new()))
-            .1
-            .push(NewEvent {
-                id: event.id,
-                event_type: encoded.cloud_event_type(),
-                time: event.time,
-                subject: event.key.id().to_string(),
-                data: Bytes::from(serde_json::to_vec(&encoded.data).expect("JSON")),
-            });
-    }
-    let appends = streams.values().map(|(key, new)| async move {
-        eventually("an append to succeed", WAIT, || async {
-            log.append(key, ExpectedVersion::Any, new.clone())
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-    });
-    futures::future::join_all(appends).await;
-}
-
-async fn wait_live_caught_up(log: &EventLog, pool: &PgPool) -> u64 {
-    let head = log.stream_head().await.expect("head");
-    eventually("work_queue to reach the stream head", WAIT, || async {
-        let position: Option<i64> = sqlx::query_scalar(
-            "SELECT position FROM projection_generations \
-             WHERE name = 'work_queue' AND state = 'live'",
-        )
-        .fetch_optional(pool)
-        .await
-        .expect("generation");
-        position
-            .and_then(|position| u64::try_from(position).ok())
-            .filter(|&position| position >= head)
-    })
-    .await;
-    head
-}
-
-/// The stream's first `upto` events, decoded as the runtime decodes them.
-async fn read_back(log: &EventLog, upto: u64) -> Vec<ProjectedEvent> {
-    log.subscribe(1)
-        .await
-        .expect("subscribe")
-        .take(usize::try_from(upto).expect("small"))
-        .map(|event| ProjectedEvent::decode(&event.expect("read")).expect("decode"))
-        .collect()
-        .await
-}
-
 async fn projector_equals_fold(seed: u64) {
     let nats = test_nats().await;
     let log = provisioned_log(&nats.url).await;
@@ -1352,7 +1262,7 @@ async fn projector_equals_fold(seed: u64) {
     // its referrals on the stream too.
     let (late, journeys) = data.events.split_last().expect("events");
     let (first, second) = journeys.split_at(journeys.len() / 2);
-    append(&log, first).await;
+    append_projected(&log, first).await;
     let projector = Projector::new(
         log.clone(),
         db.pool.clone(),
@@ -1366,9 +1276,9 @@ async fn projector_equals_fold(seed: u64) {
         let _ = stopped.await;
     }));
     // Half before the projector starts (catch-up), half while it runs.
-    append(&log, second).await;
-    append(&log, std::slice::from_ref(late)).await;
-    let head = wait_live_caught_up(&log, &db.pool).await;
+    append_projected(&log, second).await;
+    append_projected(&log, std::slice::from_ref(late)).await;
+    let head = wait_live_caught_up(&log, &db.pool, WorkQueue::NAME).await;
     let stream = read_back(&log, head).await;
     assert_eq!(stream.len(), data.events.len());
     let expected = queue::fold(&stream);
