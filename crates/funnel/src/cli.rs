@@ -74,6 +74,9 @@ enum Command {
 enum BenchCommand {
     /// The event log's durable append rate, with and without group commit.
     Append(crate::bench::AppendBenchArgs),
+    /// The ingest figures: raw JetStream (the limit), the event log, HTTP one referral per
+    /// request and in batches, and a plain PostgreSQL event store (the peer), durable and fast.
+    Ingest(Box<crate::bench::IngestBenchArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +274,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Append(args),
         } => crate::bench::append(args).await,
+        Command::Bench {
+            command: BenchCommand::Ingest(args),
+        } => crate::bench::ingest(*args).await,
         Command::Stream {
             command: StreamCommand::Provision(args),
         } => {

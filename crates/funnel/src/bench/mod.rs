@@ -1,5 +1,10 @@
 //! `funnel bench append`: the event log's durable append rate, with and without group commit,
-//! each run on a stream of its own that is deleted afterwards.
+//! each run on a stream of its own that is deleted afterwards. `funnel bench ingest` is in
+//! [`ingest`].
+
+mod ingest;
+
+pub(crate) use ingest::{IngestBenchArgs, ingest};
 
 use std::io::Write as _;
 
