@@ -12,7 +12,7 @@ use prometheus::{IntGaugeVec, Opts, Registry};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{KINDS, QueueService, READ_MODEL, delta, held, ready_at};
+use super::{KINDS, QueueService, READ_MODEL, delta, held};
 use crate::clock::Clock;
 use crate::problem::error_chain;
 
@@ -128,17 +128,13 @@ async fn refresh_gauges(
     now: DateTime<Utc>,
 ) -> Result<(), funnel_projections::ReadModelError> {
     let mut tx = queue.read_models().read(READ_MODEL).await?;
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(concat!(
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT i.kind, \
-             count(*) FILTER (WHERE ",
-        ready_at!(),
-        " > $1), \
-             count(*) FILTER (WHERE ",
-        ready_at!(),
-        " <= $1 AND (i.overdue_at IS NULL OR i.overdue_at >= $1)), \
+             count(*) FILTER (WHERE i.ready_at > $1), \
+             count(*) FILTER (WHERE i.ready_at <= $1 AND (i.overdue_at IS NULL OR i.overdue_at >= $1)), \
              count(*) FILTER (WHERE i.overdue_at < $1) \
-         FROM work_items i GROUP BY i.kind"
-    ))
+         FROM work_items i GROUP BY i.kind",
+    )
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;

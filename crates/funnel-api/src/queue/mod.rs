@@ -81,14 +81,6 @@ impl Default for QueueSettings {
     }
 }
 
-/// The instant from which an item may be claimed: the read model's `ready_at` (a first
-/// contact at once, every other kind at its due time; see `WorkItem::ready_at`).
-macro_rules! ready_at {
-    () => {
-        "i.ready_at"
-    };
-}
-
 /// Whether lease `l` keeps its item from being claimed at `$1`: it has not lapsed, or it was
 /// completed by events the live read model has not applied yet. Never NULL (a lease without a
 /// completion has a NULL `completed_seq`), so that `NOT` of it means "free".
@@ -113,7 +105,7 @@ macro_rules! item_columns {
     };
 }
 
-pub(crate) use {held, ready_at};
+pub(crate) use held;
 
 /// An open work item as the read model has it. No personal data: ids, codes and times.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -228,9 +220,7 @@ impl QueueService {
             let candidate: Option<ItemRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 item_columns!(),
-                " FROM work_items i WHERE ",
-                ready_at!(),
-                " <= $1 AND i.study_id = ANY($2) \
+                " FROM work_items i WHERE i.ready_at <= $1 AND i.study_id = ANY($2) \
                  AND lower(split_part(i.language, '-', 1)) = ANY($3) \
                  AND ($4::text IS NULL OR i.kind = $4) \
                  AND ($5::uuid IS NULL OR i.study_id = $5) \

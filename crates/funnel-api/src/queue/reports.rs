@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{QueueService, READ_MODEL, ready_at};
+use super::{QueueService, READ_MODEL};
 use crate::problem::ApiError;
 
 /// One queue (study × kind × language × country) now.
@@ -43,28 +43,20 @@ impl QueueService {
         studies: Option<&[Uuid]>,
     ) -> Result<Vec<DepthRow>, ApiError> {
         let mut tx = self.read_models().read(READ_MODEL).await?;
-        let rows = sqlx::query_as(concat!(
+        let rows = sqlx::query_as(
             "SELECT i.study_id, i.kind, i.language, i.country, \
-                 count(*) FILTER (WHERE ",
-            ready_at!(),
-            " > $1) AS upcoming, \
-                 count(*) FILTER (WHERE ",
-            ready_at!(),
-            " <= $1 AND (i.overdue_at IS NULL OR i.overdue_at >= $1)) AS due, \
+                 count(*) FILTER (WHERE i.ready_at > $1) AS upcoming, \
+                 count(*) FILTER (WHERE i.ready_at <= $1 AND (i.overdue_at IS NULL OR i.overdue_at >= $1)) AS due, \
                  count(*) FILTER (WHERE i.overdue_at < $1) AS overdue, \
                  count(*) FILTER (WHERE EXISTS (SELECT 1 FROM public.work_leases l \
                      WHERE l.item_id = i.item_id AND l.completed_seq IS NULL \
                        AND l.expires_at > $1)) AS leased, \
-                 min(",
-            ready_at!(),
-            ") FILTER (WHERE ",
-            ready_at!(),
-            " <= $1) AS oldest_ready_at \
+                 min(i.ready_at) FILTER (WHERE i.ready_at <= $1) AS oldest_ready_at \
              FROM work_items i \
              WHERE ($2::uuid[] IS NULL OR i.study_id = ANY($2)) \
              GROUP BY i.study_id, i.kind, i.language, i.country \
-             ORDER BY i.study_id, i.kind, i.language, i.country"
-        ))
+             ORDER BY i.study_id, i.kind, i.language, i.country",
+        )
         .bind(now)
         .bind(studies)
         .fetch_all(&mut *tx)
