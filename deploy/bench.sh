@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# The ingest benchmark (`funnel bench ingest`) as docs/benchmarks.md records it: starts two
-# scratch nats-servers from the pinned binary on free loopback ports, one with
-# `sync_interval: always` (the durable mode every deployment runs) and one with the default sync
-# interval (the fast mode, for comparison only), checks PostgreSQL, builds the release binary
-# and runs the benchmark against both; every flag given is passed on (e.g. --events 50000).
-# The servers and their stores are removed when it ends.
+# The benchmarks as docs/benchmarks.md records them: `bash deploy/bench.sh [NAME] [FLAGS...]`
+# runs `funnel bench NAME` (default `ingest`). Starts two scratch nats-servers from the pinned
+# binary on free loopback ports, one with `sync_interval: always` (the durable mode every
+# deployment runs) and one with the default sync interval (the fast mode, for comparison only),
+# checks PostgreSQL, builds the release binary and runs the benchmark with `--nats-url` (durable),
+# `--database-url` and, for `ingest`, `--fast-nats-url`; every further flag is passed on
+# (e.g. --events 50000). The servers and their stores are removed when it ends.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$FUNNEL_ROOT"
+
+bench=ingest
+if [ $# -gt 0 ] && [[ "$1" != -* ]]; then
+  bench="$1"
+  shift
+fi
 
 ensure_nats_server
 ensure_postgres
@@ -45,8 +52,10 @@ log "nats-server $NATS_SERVER_VERSION: durable (sync_interval: always) on $durab
 log "building the service (release)"
 cargo build --release --locked -p funnel --bin funnel
 
-RUST_LOG="${RUST_LOG:-warn}" "${CARGO_TARGET_DIR:-target}/release/funnel" bench ingest \
-  --nats-url "nats://127.0.0.1:$durable_port" \
-  --fast-nats-url "nats://127.0.0.1:$fast_port" \
-  --database-url "${FUNNEL_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}" \
-  "$@"
+flags=(--nats-url "nats://127.0.0.1:$durable_port"
+  --database-url "${FUNNEL_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}")
+if [ "$bench" = ingest ]; then
+  flags+=(--fast-nats-url "nats://127.0.0.1:$fast_port")
+fi
+RUST_LOG="${RUST_LOG:-warn}" "${CARGO_TARGET_DIR:-target}/release/funnel" bench "$bench" \
+  "${flags[@]}" "$@"
