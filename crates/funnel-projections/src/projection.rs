@@ -99,10 +99,13 @@ pub(crate) fn is_transient_sqlx(error: &sqlx::Error) -> bool {
 
 /// A read model built from the stream.
 ///
-/// The runtime calls [`Projection::apply`] once per event, in stream order, inside a
-/// transaction that also stores the projection's new position; the transaction commits once
-/// per batch. `apply` must only write through `tx` and must be deterministic: after a transient
-/// failure the batch is rolled back and applied again.
+/// The runtime calls [`Projection::apply_batch`] with each batch of events, in stream order,
+/// inside a transaction that also stores the projection's new position; the transaction
+/// commits once per batch. When the batch fails for good, the runtime rolls it back and
+/// applies the same events one by one with [`Projection::apply`] to find the event that
+/// fails: the events before it are committed. Both must only write through `tx`, must be
+/// deterministic (after a transient failure the batch is rolled back and applied again), and
+/// must leave the same rows as each other.
 pub trait Projection: Send + Sync + 'static {
     /// A stable name, e.g. `study_funnel`: the checkpoint's key and the metrics' label.
     fn name(&self) -> &'static str;
@@ -124,6 +127,22 @@ pub trait Projection: Send + Sync + 'static {
         tx: &mut Transaction<'_, Postgres>,
         event: &ProjectedEvent,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Applies a batch of events, in order, with the same effect as [`Projection::apply`] on
+    /// each. The default does exactly that; a read model overrides it to read and write the
+    /// rows a batch touches with a few statements instead of a few per event.
+    fn apply_batch(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[ProjectedEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        async move {
+            for event in events {
+                self.apply(tx, event).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -137,6 +156,11 @@ pub(crate) trait DynProjection: Send + Sync + 'static {
         &'a self,
         tx: &'a mut Transaction<'c, Postgres>,
         event: &'a ProjectedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+    fn apply_batch_boxed<'a, 'c>(
+        &'a self,
+        tx: &'a mut Transaction<'c, Postgres>,
+        events: &'a [ProjectedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
@@ -159,6 +183,14 @@ impl<P: Projection> DynProjection for P {
         event: &'a ProjectedEvent,
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(self.apply(tx, event))
+    }
+
+    fn apply_batch_boxed<'a, 'c>(
+        &'a self,
+        tx: &'a mut Transaction<'c, Postgres>,
+        events: &'a [ProjectedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(self.apply_batch(tx, events))
     }
 }
 

@@ -23,7 +23,9 @@ use crate::status::{ProjectionStatus, StatusError, read_status};
 /// How the runtime batches, polls and backs off.
 #[derive(Clone, Debug)]
 pub struct ProjectorSettings {
-    /// Most events applied in one transaction.
+    /// Most events applied in one transaction. A projection far behind (a rebuild, a restart
+    /// after a pause) fills whole batches; a live one applies whatever arrived within
+    /// `batch_linger`, so a large maximum costs nothing in lag.
     pub max_batch_events: usize,
     /// After the first event of a batch arrives, how long to wait for more before applying.
     pub batch_linger: Duration,
@@ -45,7 +47,7 @@ pub struct ProjectorSettings {
 impl Default for ProjectorSettings {
     fn default() -> Self {
         Self {
-            max_batch_events: 500,
+            max_batch_events: 5000,
             batch_linger: Duration::from_millis(5),
             lock_poll: Duration::from_secs(1),
             min_backoff: Duration::from_millis(100),
@@ -608,12 +610,33 @@ impl Worker {
     }
 
     /// Applies `events` and moves the checkpoint from `position` to the last one, in one
-    /// transaction.
+    /// transaction: the whole batch at once, or, when the batch fails for good, one event at a
+    /// time (in a new transaction) to find the event the projection stops at.
     async fn commit(
         &self,
         conn: &mut PgConnection,
         position: u64,
         events: &[ProjectedEvent],
+    ) -> Result<(), CommitError> {
+        match self.commit_with(conn, position, events, true).await {
+            Err(CommitError::Event { error, .. }) => {
+                tracing::debug!(
+                    projection = self.name,
+                    error = %error_chain(&error),
+                    "the batch failed; applying its events one by one to find the one that fails"
+                );
+                self.commit_with(conn, position, events, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn commit_with(
+        &self,
+        conn: &mut PgConnection,
+        position: u64,
+        events: &[ProjectedEvent],
+        batched: bool,
     ) -> Result<(), CommitError> {
         let Some(last) = events.last() else {
             return Ok(());
@@ -624,13 +647,24 @@ impl Worker {
             .execute(&mut *tx)
             .await
             .map_err(RunError::from)?;
-        for (index, event) in events.iter().enumerate() {
-            if let Err(error) = self.projection.apply_boxed(&mut tx, event).await {
+        if batched {
+            if let Err(error) = self.projection.apply_batch_boxed(&mut tx, events).await {
+                // The index is unknown here: `commit` looks for it event by event.
                 return Err(if error.is_transient() {
                     CommitError::Run(RunError::Apply(error))
                 } else {
-                    CommitError::Event { index, error }
+                    CommitError::Event { index: 0, error }
                 });
+            }
+        } else {
+            for (index, event) in events.iter().enumerate() {
+                if let Err(error) = self.projection.apply_boxed(&mut tx, event).await {
+                    return Err(if error.is_transient() {
+                        CommitError::Run(RunError::Apply(error))
+                    } else {
+                        CommitError::Event { index, error }
+                    });
+                }
             }
         }
         // Schema-qualified: the search path is the read model's schema now.

@@ -24,6 +24,8 @@ pub use model::{
 pub use query::*;
 pub use store::load;
 
+use std::collections::HashSet;
+
 use funnel_domain::{DomainEvent, JourneyEvent, StudyEvent};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
@@ -93,6 +95,92 @@ impl Projection for SponsorDashboard {
         }
         Ok(())
     }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[ProjectedEvent],
+    ) -> Result<(), ProjectionError> {
+        let conn: &mut PgConnection = tx;
+        // Journey events are gathered into runs; study events (rare) are applied one by one
+        // between them, in stream order.
+        let mut run_start = 0;
+        for (index, event) in events.iter().enumerate() {
+            if let DomainEvent::Study(study_event) = &event.event {
+                apply_journeys(conn, &events[run_start..index]).await?;
+                run_start = index + 1;
+                if event.key.kind() == STUDY_KIND {
+                    apply_study(conn, event.key.id(), event.id, study_event).await?;
+                }
+            }
+        }
+        apply_journeys(conn, &events[run_start..]).await
+    }
+}
+
+/// Applies a run of journey events (no study event among them) with one read and a few
+/// writes: the journeys they touch are loaded at once, evolved in memory by the same code as
+/// [`SponsorDashboard::apply`] (and [`fold`]), and what changed is written back in two
+/// multi-row statements.
+async fn apply_journeys(
+    conn: &mut PgConnection,
+    events: &[ProjectedEvent],
+) -> Result<(), ProjectionError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<Uuid> = Vec::with_capacity(events.len());
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if seen.insert(event.key.id()) {
+            ids.push(event.key.id());
+        }
+    }
+    let before = store::load_journeys(conn, &ids).await?;
+    let mut after = before.clone();
+    for event in events {
+        match &event.event {
+            DomainEvent::Journey(JourneyEvent::ReferralReceived(referral)) => {
+                after
+                    .entry(event.key.id())
+                    .or_insert_with(|| new_journey(referral));
+            }
+            DomainEvent::Journey(journey_event) => {
+                if let Some(record) = after.get_mut(&event.key.id()) {
+                    evolve_journey(record, journey_event);
+                }
+            }
+            DomainEvent::Study(_) => {
+                return Err(ProjectionError::Invalid(
+                    "sponsor_dashboard: a study event in a run of journey events".into(),
+                ));
+            }
+        }
+    }
+    let mut facts = Vec::new();
+    let mut visits = Vec::new();
+    for id in &ids {
+        let Some(record) = after.get(id) else {
+            continue;
+        };
+        let old = before.get(id);
+        if old.map(|old| &old.fact) != Some(&record.fact) {
+            facts.push((*id, &record.fact));
+        }
+        for (site, visit) in &record.visits {
+            if old.and_then(|old| old.visits.get(site)) != Some(visit) {
+                visits.push(store::VisitRow {
+                    journey_id: *id,
+                    study_id: record.fact.study_id,
+                    site_id: *site,
+                    visit,
+                });
+            }
+        }
+    }
+    store::upsert_journeys(conn, &facts).await?;
+    store::upsert_visits(conn, &visits).await?;
+    Ok(())
 }
 
 /// The study-stream events, mirroring [`DashboardModel::apply`]: nothing happens to a study

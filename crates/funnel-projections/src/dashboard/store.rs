@@ -1,6 +1,7 @@
 //! Rows of the read model to and from [`super::model`]'s plain data.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use funnel_domain::{
@@ -358,4 +359,232 @@ pub async fn load(conn: &mut PgConnection) -> Result<DashboardModel, sqlx::Error
         journey.visits.insert(site, visit);
     }
     Ok(model)
+}
+
+/// The journeys among `ids` that have started, with their visits: one query for a batch.
+pub(crate) async fn load_journeys(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, JourneyRecord>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT j.*, v.site_id AS v_site_id, v.referred_at AS v_referred_at, \
+         v.left_at AS v_left_at, v.site_contacted_at AS v_site_contacted_at, \
+         v.scheduled_at AS v_scheduled_at, v.attended_at AS v_attended_at, \
+         v.no_shows AS v_no_shows, v.consented_at AS v_consented_at, \
+         v.screening_started_at AS v_screening_started_at, \
+         v.screen_failed_at AS v_screen_failed_at, v.randomized_at AS v_randomized_at \
+         FROM journeys j LEFT JOIN journey_sites v ON v.journey_id = j.journey_id \
+         WHERE j.journey_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    let mut records: HashMap<Uuid, JourneyRecord> = HashMap::with_capacity(ids.len());
+    for row in &rows {
+        let journey_id: Uuid = row.try_get("journey_id")?;
+        let record = match records.entry(journey_id) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(JourneyRecord {
+                fact: journey_fact(row)?,
+                visits: BTreeMap::new(),
+            }),
+        };
+        if let Some((site, visit)) = site_visit(row, "v_")? {
+            record.visits.insert(site, visit);
+        }
+    }
+    Ok(records)
+}
+
+/// Writes whole journey rows, new or changed, in one statement. The identity columns of a
+/// journey that exists are left as they are (they never change after the referral).
+pub(crate) async fn upsert_journeys(
+    conn: &mut PgConnection,
+    rows: &[(Uuid, &JourneyFact)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column = |f: &dyn Fn(&JourneyFact) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
+        rows.iter().map(|(_, fact)| f(fact)).collect()
+    };
+    sqlx::query(
+        "INSERT INTO journeys (journey_id, study_id, campaign_id, source, country, language, \
+         site_id, stage, stage_entered_at, counted, funnel_step, referred_at, prescreened_at, \
+         prescreen_passed, first_contact_attempt_at, contact_attempts, contacted_at, \
+         referred_to_site_at, reallocations, site_contacted_at, scheduled_at, \
+         first_appointment_at, attended_at, no_shows, first_no_show_at, consented_at, \
+         screening_started_at, screen_failed_at, randomized_at, closed_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+         $6::text[], $7::uuid[], $8::text[], $9::timestamptz[], $10::bool[], $11::int2[], \
+         $12::timestamptz[], $13::timestamptz[], $14::bool[], $15::timestamptz[], $16::int4[], \
+         $17::timestamptz[], $18::timestamptz[], $19::int4[], $20::timestamptz[], \
+         $21::timestamptz[], $22::timestamptz[], $23::timestamptz[], $24::int4[], \
+         $25::timestamptz[], $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], \
+         $29::timestamptz[], $30::timestamptz[]) \
+         ON CONFLICT (journey_id) DO UPDATE SET site_id = EXCLUDED.site_id, \
+         stage = EXCLUDED.stage, stage_entered_at = EXCLUDED.stage_entered_at, \
+         counted = EXCLUDED.counted, funnel_step = EXCLUDED.funnel_step, \
+         prescreened_at = EXCLUDED.prescreened_at, prescreen_passed = EXCLUDED.prescreen_passed, \
+         first_contact_attempt_at = EXCLUDED.first_contact_attempt_at, \
+         contact_attempts = EXCLUDED.contact_attempts, contacted_at = EXCLUDED.contacted_at, \
+         referred_to_site_at = EXCLUDED.referred_to_site_at, \
+         reallocations = EXCLUDED.reallocations, site_contacted_at = EXCLUDED.site_contacted_at, \
+         scheduled_at = EXCLUDED.scheduled_at, \
+         first_appointment_at = EXCLUDED.first_appointment_at, \
+         attended_at = EXCLUDED.attended_at, no_shows = EXCLUDED.no_shows, \
+         first_no_show_at = EXCLUDED.first_no_show_at, consented_at = EXCLUDED.consented_at, \
+         screening_started_at = EXCLUDED.screening_started_at, \
+         screen_failed_at = EXCLUDED.screen_failed_at, randomized_at = EXCLUDED.randomized_at, \
+         closed_at = EXCLUDED.closed_at",
+    )
+    .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, f)| *f.study_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, f)| *f.campaign_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.source.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.country.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.language.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.site_id.map(|site| *site.as_uuid()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.stage.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.stage_entered_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, f)| f.counted).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.funnel_step())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, f)| f.referred_at).collect::<Vec<_>>())
+    .bind(column(&|f| f.prescreened_at))
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.prescreen_passed)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(&|f| f.first_contact_attempt_at))
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.contact_attempts)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(&|f| f.contacted_at))
+    .bind(column(&|f| f.referred_to_site_at))
+    .bind(
+        rows.iter()
+            .map(|(_, f)| f.reallocations)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(&|f| f.site_contacted_at))
+    .bind(column(&|f| f.scheduled_at))
+    .bind(column(&|f| f.first_appointment_at))
+    .bind(column(&|f| f.attended_at))
+    .bind(rows.iter().map(|(_, f)| f.no_shows).collect::<Vec<_>>())
+    .bind(column(&|f| f.first_no_show_at))
+    .bind(column(&|f| f.consented_at))
+    .bind(column(&|f| f.screening_started_at))
+    .bind(column(&|f| f.screen_failed_at))
+    .bind(column(&|f| f.randomized_at))
+    .bind(column(&|f| f.closed_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One journey's visit to one site, as [`upsert_visits`] writes it.
+pub(crate) struct VisitRow<'a> {
+    pub(crate) journey_id: Uuid,
+    pub(crate) study_id: StudyId,
+    pub(crate) site_id: SiteId,
+    pub(crate) visit: &'a SiteVisit,
+}
+
+/// Writes visits, new or changed, in one statement.
+pub(crate) async fn upsert_visits(
+    conn: &mut PgConnection,
+    rows: &[VisitRow<'_>],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column = |f: &dyn Fn(&SiteVisit) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
+        rows.iter().map(|row| f(row.visit)).collect()
+    };
+    sqlx::query(
+        "INSERT INTO journey_sites (journey_id, site_id, study_id, referred_at, left_at, \
+         site_contacted_at, scheduled_at, attended_at, no_shows, consented_at, \
+         screening_started_at, screen_failed_at, randomized_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], \
+         $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], \
+         $9::int4[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], \
+         $13::timestamptz[]) \
+         ON CONFLICT (journey_id, site_id) DO UPDATE SET referred_at = EXCLUDED.referred_at, \
+         left_at = EXCLUDED.left_at, site_contacted_at = EXCLUDED.site_contacted_at, \
+         scheduled_at = EXCLUDED.scheduled_at, attended_at = EXCLUDED.attended_at, \
+         no_shows = EXCLUDED.no_shows, consented_at = EXCLUDED.consented_at, \
+         screening_started_at = EXCLUDED.screening_started_at, \
+         screen_failed_at = EXCLUDED.screen_failed_at, randomized_at = EXCLUDED.randomized_at",
+    )
+    .bind(rows.iter().map(|row| row.journey_id).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|row| *row.site_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|row| *row.study_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|row| row.visit.referred_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(&|v| v.left_at))
+    .bind(column(&|v| v.site_contacted_at))
+    .bind(column(&|v| v.scheduled_at))
+    .bind(column(&|v| v.attended_at))
+    .bind(
+        rows.iter()
+            .map(|row| row.visit.no_shows)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(&|v| v.consented_at))
+    .bind(column(&|v| v.screening_started_at))
+    .bind(column(&|v| v.screen_failed_at))
+    .bind(column(&|v| v.randomized_at))
+    .execute(conn)
+    .await?;
+    Ok(())
 }

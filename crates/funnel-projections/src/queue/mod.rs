@@ -75,8 +75,11 @@ pub use model::{
 pub use query::{QueueDepth, depth, item, items_for_journey};
 pub use store::load;
 
-use funnel_domain::{DomainEvent, JourneyEvent, StudyEvent};
+use std::collections::{HashMap, HashSet};
+
+use funnel_domain::{DomainEvent, JourneyEvent, SlaSettings, StudyEvent};
 use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
 
 use crate::dashboard::model::STUDY_KIND;
 use crate::projection::{ProjectedEvent, Projection, ProjectionError};
@@ -177,4 +180,135 @@ impl Projection for WorkQueue {
         }
         Ok(())
     }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[ProjectedEvent],
+    ) -> Result<(), ProjectionError> {
+        // Journey events are gathered into runs; a study creation (rare, and it may re-derive
+        // journeys referred before it) is applied on its own between them, in stream order.
+        let mut run_start = 0;
+        for (index, event) in events.iter().enumerate() {
+            if matches!(event.event, DomainEvent::Study(StudyEvent::StudyCreated(_)))
+                && event.key.kind() == STUDY_KIND
+            {
+                apply_journeys(tx, &events[run_start..index]).await?;
+                run_start = index + 1;
+                self.apply(tx, event).await?;
+            }
+        }
+        apply_journeys(tx, &events[run_start..]).await
+    }
+}
+
+/// Applies a run of journey events (no study creation among them) with a few statements: the
+/// journeys they touch are loaded at once, evolved in memory by the same code as
+/// [`WorkQueue::apply`] (and [`fold`]), and the journeys and items that changed are written
+/// back in three multi-row statements. Each journey's rows end as `items(final state)`, which
+/// is what applying its events one by one leaves.
+async fn apply_journeys(
+    conn: &mut PgConnection,
+    events: &[ProjectedEvent],
+) -> Result<(), ProjectionError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<Uuid> = Vec::with_capacity(events.len());
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if seen.insert(event.key.id()) {
+            ids.push(event.key.id());
+        }
+    }
+    let before = store::load_journeys(conn, &ids).await?;
+    // The levels of the studies of journeys referred in this run.
+    let mut studies: Vec<Uuid> = events
+        .iter()
+        .filter_map(|event| match &event.event {
+            DomainEvent::Journey(JourneyEvent::ReferralReceived(referral))
+                if !before.contains_key(&event.key.id()) =>
+            {
+                Some(*referral.study_id.as_uuid())
+            }
+            _ => None,
+        })
+        .collect();
+    studies.sort_unstable();
+    studies.dedup();
+    let slas = store::study_slas(conn, &studies).await?;
+    let mut after: HashMap<Uuid, (JourneyQueueState, SlaSettings)> = before
+        .iter()
+        .map(|(id, (state, sla))| (*id, (state.clone(), sla.unwrap_or_default())))
+        .collect();
+    for event in events {
+        let journey = event.key.id();
+        match &event.event {
+            DomainEvent::Journey(JourneyEvent::ReferralReceived(referral)) => {
+                // A second referral on the same journey changes nothing (as in `evolve`).
+                after.entry(journey).or_insert_with(|| {
+                    let mut state = JourneyQueueState::new(referral, event.seq);
+                    state.journey_id = funnel_domain::JourneyId::from_uuid(journey);
+                    let sla = slas
+                        .get(referral.study_id.as_uuid())
+                        .copied()
+                        .unwrap_or_default();
+                    (state, sla)
+                });
+            }
+            DomainEvent::Journey(journey_event) => {
+                if let Some((state, _)) = after.get_mut(&journey) {
+                    evolve(state, journey_event, event.seq);
+                }
+            }
+            DomainEvent::Study(StudyEvent::StudyCreated(_)) if event.key.kind() == STUDY_KIND => {
+                return Err(ProjectionError::Invalid(
+                    "work_queue: a study creation in a run of journey events".into(),
+                ));
+            }
+            DomainEvent::Study(_) => {}
+        }
+    }
+    let mut states = Vec::new();
+    let mut removed = Vec::new();
+    let mut added = Vec::new();
+    for id in &ids {
+        let Some((state, sla)) = after.get(id) else {
+            continue;
+        };
+        let old = before.get(id).map(|(old, _)| old);
+        if old == Some(state) {
+            continue;
+        }
+        if let Some(old) = old
+            && (old.study_id != state.study_id
+                || old.country != state.country
+                || old.language != state.language
+                || old.referral != state.referral)
+        {
+            return Err(ProjectionError::Invalid(format!(
+                "work_queue: journey {} changed identity",
+                state.journey_id
+            )));
+        }
+        states.push(state);
+        let old_items = old.map(|old| items(old, sla)).unwrap_or_default();
+        let new_items = items(state, sla);
+        removed.extend(
+            old_items
+                .iter()
+                .filter(|item| !new_items.iter().any(|kept| kept.item_id == item.item_id))
+                .map(|item| item.item_id),
+        );
+        added.extend(
+            new_items
+                .into_iter()
+                .filter(|item| !old_items.contains(item)),
+        );
+    }
+    store::upsert_journeys(conn, &states).await?;
+    // Deletions first, so that a re-opened kind never meets its old row's `(journey, kind)`.
+    store::delete_items(conn, &removed).await?;
+    store::upsert_items(conn, &added.iter().collect::<Vec<_>>()).await?;
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Rows of the read model to and from [`super::model`]'s plain data.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use funnel_domain::{Country, JourneyId, Language, SiteId, SlaSettings, Stage, StudyId};
 use sqlx::postgres::PgRow;
@@ -349,4 +351,266 @@ pub async fn load(conn: &mut PgConnection) -> Result<QueueModel, sqlx::Error> {
         model.items.insert((item.journey_id, item.kind), item);
     }
     Ok(model)
+}
+
+/// The journeys among `ids` with their study's levels (`None` while the study is unknown):
+/// one query for a batch.
+pub(crate) async fn load_journeys(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, (JourneyQueueState, Option<SlaSettings>)>, sqlx::Error> {
+    sqlx::query(
+        "SELECT j.*, s.first_contact_hours, s.contact_attempts, s.attempt_spacing_hours, \
+         s.site_escalation_days \
+         FROM queue_journeys j LEFT JOIN queue_studies s ON s.study_id = j.study_id \
+         WHERE j.journey_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok((
+            row.try_get("journey_id")?,
+            (journey_state(row)?, sla_of(row)?),
+        ))
+    })
+    .collect()
+}
+
+/// The levels of the known studies among `ids`.
+pub(crate) async fn study_slas(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, SlaSettings>, sqlx::Error> {
+    let mut slas = HashMap::new();
+    for row in sqlx::query("SELECT * FROM queue_studies WHERE study_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(conn)
+        .await?
+    {
+        if let Some(sla) = sla_of(&row)? {
+            slas.insert(row.try_get("study_id")?, sla);
+        }
+    }
+    Ok(slas)
+}
+
+/// Writes journey states, new or changed, in one statement. The identity columns of a
+/// journey that exists are left as they are (the caller has checked they did not change).
+pub(crate) async fn upsert_journeys(
+    conn: &mut PgConnection,
+    states: &[&JourneyQueueState],
+) -> Result<(), sqlx::Error> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let seqs = |f: &dyn Fn(&JourneyQueueState) -> Option<Mark>| -> Vec<Option<i64>> {
+        states
+            .iter()
+            .map(|state| f(state).map(|m| seq_to_i64(m.seq)))
+            .collect()
+    };
+    let times = |f: &dyn Fn(&JourneyQueueState) -> Option<Mark>| -> Vec<Option<DateTime<Utc>>> {
+        states.iter().map(|state| f(state).map(|m| m.at)).collect()
+    };
+    let callback = |state: &JourneyQueueState| state.callback.map(|(requested, _)| requested);
+    sqlx::query(
+        "INSERT INTO queue_journeys (journey_id, study_id, country, language, time_zone, \
+         consent_to_contact, erased, stage, site_id, prescreen_passed, referral_seq, \
+         referred_at, attempts, reached, unanswered, cadence_started_at, last_attempt_seq, \
+         last_attempt_at, callback_seq, callback_requested_at, callback_at, no_show_seq, \
+         no_show_at, at_site_seq, at_site_at, schedule_seq, schedule_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+         $6::bool[], $7::bool[], $8::text[], $9::uuid[], $10::bool[], $11::int8[], \
+         $12::timestamptz[], $13::int4[], $14::bool[], $15::int4[], $16::timestamptz[], \
+         $17::int8[], $18::timestamptz[], $19::int8[], $20::timestamptz[], \
+         $21::timestamptz[], $22::int8[], $23::timestamptz[], $24::int8[], \
+         $25::timestamptz[], $26::int8[], $27::timestamptz[]) \
+         ON CONFLICT (journey_id) DO UPDATE SET time_zone = EXCLUDED.time_zone, \
+         consent_to_contact = EXCLUDED.consent_to_contact, erased = EXCLUDED.erased, \
+         stage = EXCLUDED.stage, site_id = EXCLUDED.site_id, \
+         prescreen_passed = EXCLUDED.prescreen_passed, attempts = EXCLUDED.attempts, \
+         reached = EXCLUDED.reached, unanswered = EXCLUDED.unanswered, \
+         cadence_started_at = EXCLUDED.cadence_started_at, \
+         last_attempt_seq = EXCLUDED.last_attempt_seq, \
+         last_attempt_at = EXCLUDED.last_attempt_at, callback_seq = EXCLUDED.callback_seq, \
+         callback_requested_at = EXCLUDED.callback_requested_at, \
+         callback_at = EXCLUDED.callback_at, no_show_seq = EXCLUDED.no_show_seq, \
+         no_show_at = EXCLUDED.no_show_at, at_site_seq = EXCLUDED.at_site_seq, \
+         at_site_at = EXCLUDED.at_site_at, schedule_seq = EXCLUDED.schedule_seq, \
+         schedule_at = EXCLUDED.schedule_at",
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| *s.journey_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| *s.study_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| s.country.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| s.language.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| s.time_zone.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| s.consent_to_contact)
+            .collect::<Vec<_>>(),
+    )
+    .bind(states.iter().map(|s| s.erased).collect::<Vec<_>>())
+    .bind(states.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>())
+    .bind(
+        states
+            .iter()
+            .map(|s| s.site_id.map(|site| *site.as_uuid()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| s.prescreen_passed)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| seq_to_i64(s.referral.seq))
+            .collect::<Vec<_>>(),
+    )
+    .bind(states.iter().map(|s| s.referral.at).collect::<Vec<_>>())
+    .bind(
+        states
+            .iter()
+            .map(|s| to_i32(s.attempts))
+            .collect::<Vec<_>>(),
+    )
+    .bind(states.iter().map(|s| s.reached).collect::<Vec<_>>())
+    .bind(
+        states
+            .iter()
+            .map(|s| to_i32(s.unanswered))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| s.cadence_started_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(seqs(&|s| s.last_attempt))
+    .bind(times(&|s| s.last_attempt))
+    .bind(seqs(&callback))
+    .bind(times(&callback))
+    .bind(
+        states
+            .iter()
+            .map(|s| s.callback.map(|(_, at)| at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(seqs(&|s| s.no_show))
+    .bind(times(&|s| s.no_show))
+    .bind(seqs(&|s| s.at_site))
+    .bind(times(&|s| s.at_site))
+    .bind(seqs(&|s| s.schedule))
+    .bind(times(&|s| s.schedule))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_items(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM work_items WHERE item_id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`upsert_item`] for many items in one statement.
+pub(crate) async fn upsert_items(
+    conn: &mut PgConnection,
+    items: &[&WorkItem],
+) -> Result<(), sqlx::Error> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO work_items (item_id, journey_id, study_id, kind, country, language, \
+         site_id, due_at, overdue_at, opened_at, opened_seq, attempt, max_attempts, time_zone, \
+         ready_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+         $6::text[], $7::uuid[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], \
+         $11::int8[], $12::int4[], $13::int4[], $14::text[], $15::timestamptz[]) \
+         ON CONFLICT (item_id) DO UPDATE SET site_id = EXCLUDED.site_id, \
+         due_at = EXCLUDED.due_at, overdue_at = EXCLUDED.overdue_at, \
+         ready_at = EXCLUDED.ready_at, \
+         attempt = EXCLUDED.attempt, max_attempts = EXCLUDED.max_attempts, \
+         time_zone = EXCLUDED.time_zone",
+    )
+    .bind(items.iter().map(|i| i.item_id).collect::<Vec<_>>())
+    .bind(
+        items
+            .iter()
+            .map(|i| *i.journey_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        items
+            .iter()
+            .map(|i| *i.study_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(items.iter().map(|i| i.kind.as_str()).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.country.as_str()).collect::<Vec<_>>())
+    .bind(
+        items
+            .iter()
+            .map(|i| i.language.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        items
+            .iter()
+            .map(|i| i.site_id.map(|site| *site.as_uuid()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(items.iter().map(|i| i.due_at).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.overdue_at).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.opened_at).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.opened_seq).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.attempt).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.max_attempts).collect::<Vec<_>>())
+    .bind(
+        items
+            .iter()
+            .map(|i| i.time_zone.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(items.iter().map(|i| i.ready_at).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -25,7 +25,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::support::{
-    append_projected, apply_directly, fast_settings, in_schema, provisioned_log,
+    append_projected, apply_batched, apply_directly, fast_settings, in_schema, provisioned_log,
     wait_live_caught_up,
 };
 
@@ -442,6 +442,42 @@ async fn dashboard_applied_directly_equals_the_fold() {
     let mut tx = in_schema(&db.pool, SCHEMA).await;
     let stored = dashboard::load(&mut tx).await.expect("load");
     assert_eq!(stored, expected);
+}
+
+/// Batch apply (one read and a few writes per run of journey events) leaves exactly the rows
+/// that applying event by event leaves, whatever the batch boundaries, with study events in
+/// the middle of runs of journey events.
+#[tokio::test]
+async fn dashboard_applied_in_batches_equals_applied_event_by_event() {
+    let db = test_database().await;
+    let mut all = Vec::new();
+    for seed in [5_u64, 6, 7] {
+        all.extend(generate(seed, 120).events);
+    }
+    // Some study events after journey events of their study.
+    let (study, journeys): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|event| matches!(event.event, DomainEvent::Study(_)));
+    let third = journeys.len() / 3;
+    let mut mixed = journeys[..third].to_vec();
+    mixed.extend(study);
+    mixed.extend_from_slice(&journeys[third..]);
+    let expected = dashboard::fold(&mixed);
+    apply_directly(&db.pool, &SponsorDashboard, "dashboard_one_by_one", &mixed).await;
+    let mut tx = in_schema(&db.pool, "dashboard_one_by_one").await;
+    let one_by_one = dashboard::load(&mut tx).await.expect("load");
+    drop(tx);
+    assert_eq!(one_by_one, expected);
+    for batch in [7_usize, 100, 5000] {
+        let schema = format!("dashboard_batched_{batch}");
+        apply_batched(&db.pool, &SponsorDashboard, &schema, &mixed, batch).await;
+        let mut tx = in_schema(&db.pool, &schema).await;
+        assert_eq!(
+            dashboard::load(&mut tx).await.expect("load"),
+            one_by_one,
+            "batches of {batch}"
+        );
+    }
 }
 
 /// The same property over histories proptest picks (and shrinks, by seed and size, when one

@@ -440,6 +440,32 @@ pub(crate) async fn apply_directly<P: Projection>(
     }
 }
 
+/// As [`apply_directly`], but through [`Projection::apply_batch`], `batch` events per
+/// transaction.
+pub(crate) async fn apply_batched<P: Projection>(
+    pool: &PgPool,
+    projection: &P,
+    schema: &str,
+    events: &[ProjectedEvent],
+    batch: usize,
+) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(pool)
+        .await
+        .expect("schema");
+    let mut tx = in_schema(pool, schema).await;
+    sqlx::raw_sql(projection.schema())
+        .execute(&mut *tx)
+        .await
+        .expect("DDL");
+    tx.commit().await.expect("commit");
+    for chunk in events.chunks(batch) {
+        let mut tx = in_schema(pool, schema).await;
+        projection.apply_batch(&mut tx, chunk).await.expect("apply");
+        tx.commit().await.expect("commit");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Through the runtime: NATS stream → projector → live generation.
 

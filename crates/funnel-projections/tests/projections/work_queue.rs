@@ -24,8 +24,8 @@ use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 use crate::support::{
-    append_projected, apply_directly, fast_settings, in_schema, provisioned_log, read_back,
-    wait_live_caught_up,
+    append_projected, apply_batched, apply_directly, fast_settings, in_schema, provisioned_log,
+    read_back, wait_live_caught_up,
 };
 
 fn t(text: &str) -> DateTime<Utc> {
@@ -1064,6 +1064,44 @@ async fn work_queue_applied_directly_equals_the_fold() {
     assert_covers_the_rules(&expected);
     let mut tx = in_schema(&db.pool, SCHEMA).await;
     assert_eq!(queue::load(&mut tx).await.expect("load"), expected);
+}
+
+/// Batch apply (one read and a few writes per run of journey events) leaves exactly the rows
+/// that applying event by event leaves, whatever the batch boundaries, including studies
+/// created after some of their referrals.
+#[tokio::test]
+async fn work_queue_applied_in_batches_equals_applied_event_by_event() {
+    let db = test_database().await;
+    let mut all = Vec::new();
+    for seed in [4_u64, 5, 6] {
+        all.extend(generate(seed, 150).events);
+    }
+    let (study, journeys): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|event| matches!(event.event, DomainEvent::Study(_)));
+    let third = journeys.len() / 3;
+    let mut mixed = journeys[..third].to_vec();
+    mixed.extend(study);
+    mixed.extend_from_slice(&journeys[third..]);
+    for (n, event) in mixed.iter_mut().enumerate() {
+        event.seq = n as u64 + 1;
+    }
+    let expected = queue::fold(&mixed);
+    apply_directly(&db.pool, &WorkQueue, "queue_one_by_one", &mixed).await;
+    let mut tx = in_schema(&db.pool, "queue_one_by_one").await;
+    let one_by_one = queue::load(&mut tx).await.expect("load");
+    drop(tx);
+    assert_eq!(one_by_one, expected);
+    for batch in [7_usize, 100, 5000] {
+        let schema = format!("queue_batched_{batch}");
+        apply_batched(&db.pool, &WorkQueue, &schema, &mixed, batch).await;
+        let mut tx = in_schema(&db.pool, &schema).await;
+        assert_eq!(
+            queue::load(&mut tx).await.expect("load"),
+            one_by_one,
+            "batches of {batch}"
+        );
+    }
 }
 
 /// The depth report in plain Rust, from the fold's items.
