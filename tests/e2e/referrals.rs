@@ -7,8 +7,8 @@ use std::time::Duration;
 use funnel_api::auth::{NewToken, Role};
 use funnel_api::commands::journey_key;
 use funnel_domain::{
-    CampaignId, CandidateId, JourneyCommand, JourneyId, Language, SiteId, SourceChannel, Stage,
-    StudyCommand, StudyId,
+    CampaignId, CandidateId, JourneyCommand, JourneyId, Language, SealedContact, SiteId,
+    SourceChannel, Stage, StudyCommand, StudyId,
 };
 use futures::TryStreamExt as _;
 use serde_json::{Value, json};
@@ -324,9 +324,15 @@ async fn re_appending_a_referral_with_the_same_event_ids_is_recognised_as_done()
     let journey = JourneyId::new();
     let candidate = CandidateId::new();
     let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
-    let commands = || {
+    let person = contact("Ana", "+34 600 000 001", "ana@example.es");
+    // Sealed afresh each time (another nonce), as a retry after a crash would.
+    let commands = |sealed: SealedContact| {
+        let mut referral = referral(journey, candidate, study);
+        if let JourneyCommand::ReceiveReferral { contact, .. } = &mut referral {
+            *contact = sealed;
+        }
         vec![
-            (ids[0], referral(journey, candidate, study)),
+            (ids[0], referral),
             (
                 ids[1],
                 JourneyCommand::CompletePrescreen {
@@ -337,16 +343,21 @@ async fn re_appending_a_referral_with_the_same_event_ids_is_recognised_as_done()
             ),
         ]
     };
-    let person = contact("Ana", "+34 600 000 001", "ana@example.es");
     let first = app
         .commands
-        .receive_referral_with_ids(&app.keys, candidate, &person, commands())
+        .start_journey_with_ids(
+            journey,
+            &commands(app.keys.seal(candidate, &person).await.unwrap()),
+        )
         .await
         .unwrap();
-    // Freshly sealed (another nonce) and decided again, like a retry after a crash.
+    // Freshly sealed and decided again, like a retry after a crash.
     let again = app
         .commands
-        .receive_referral_with_ids(&app.keys, candidate, &person, commands())
+        .start_journey_with_ids(
+            journey,
+            &commands(app.keys.seal(candidate, &person).await.unwrap()),
+        )
         .await
         .unwrap();
     assert_eq!(again.version, first.version);
@@ -606,6 +617,75 @@ async fn two_concurrent_referrals_of_one_person_give_one_primary() {
     for answer in answers.iter().filter(|a| a["status"] == "duplicate") {
         assert_eq!(&answer["duplicate_of"], primary);
     }
+    app.stop().await;
+}
+
+/// Referrals stored together (one batch) that are the same person only through each other:
+/// B shares A's phone, C shares only B's e-mail. Whatever order they are stored in, the person
+/// gets one primary journey, every other one links to it, and all carry one candidate (one key).
+#[tokio::test]
+async fn a_person_referred_three_times_in_one_batch_gets_one_primary_through_chained_contacts() {
+    let app = spawn_app().await;
+    let c = campaign(&app).await;
+    let items = vec![
+        body(&c, "chain-a", "Ana", Some("+34 612 000 111"), None),
+        body(
+            &c,
+            "chain-b",
+            "Ana P.",
+            Some("+34 612 000 111"),
+            Some("ana@example.es"),
+        ),
+        body(&c, "chain-c", "Ana Pérez", None, Some("ana@example.es")),
+        person(&c, 7),
+    ];
+    let response = app
+        .post_json(
+            "/v1/referrals/batch",
+            &c.token,
+            &json!({ "referrals": items }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let results: Value = response.json().await.unwrap();
+    let results = results["results"].as_array().unwrap();
+    let same_person = &results[..3];
+    let primaries: Vec<&Value> = same_person
+        .iter()
+        .filter(|r| r["status"] == "created")
+        .collect();
+    assert_eq!(primaries.len(), 1, "one primary: {results:?}");
+    let primary = primaries[0];
+    for result in same_person.iter().filter(|r| r["status"] != "created") {
+        assert_eq!(result["status"], "duplicate", "{results:?}");
+        assert_eq!(result["duplicate_of"], primary["journey_id"]);
+        assert_eq!(result["candidate_id"], primary["candidate_id"]);
+    }
+    assert_eq!(results[3]["status"], "created");
+    assert_ne!(results[3]["candidate_id"], primary["candidate_id"]);
+
+    // Every fingerprint of the person is the primary's now: a fourth referral with only the
+    // e-mail is linked to it too.
+    let later: Value = app
+        .post_json(
+            "/v1/referrals",
+            &c.token,
+            &body(&c, "chain-d", "A. Pérez", None, Some("ana@example.es")),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(later["status"], "duplicate");
+    assert_eq!(later["duplicate_of"], primary["journey_id"]);
+    let owners: Vec<(uuid::Uuid,)> = sqlx::query_as(
+        "SELECT DISTINCT journey_id FROM contact_fingerprints WHERE journey_id <> $1",
+    )
+    .bind(journey_id(&results[3]).as_uuid())
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(owners, [(*journey_id(primary).as_uuid(),)]);
     app.stop().await;
 }
 

@@ -102,6 +102,8 @@ pub(crate) struct AppState {
     pub(crate) rate_limits: RateLimits,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) fingerprints: crate::ingest::Fingerprinter,
+    pub(crate) referrals: crate::ingest::ReferralStore,
+    pub(crate) studies: crate::ingest::StudyCache,
     pub(crate) read_models: ReadModels,
     pub(crate) queue: QueueService,
 }
@@ -163,6 +165,8 @@ impl Application {
             commands: CommandService::new(events.clone()),
             keys: KeyStore::new(db.clone()),
             fingerprints: crate::ingest::Fingerprinter::new(db.clone()),
+            referrals: crate::ingest::ReferralStore::start(&db),
+            studies: crate::ingest::StudyCache::default(),
             read_models: ReadModels::new(db.clone()),
             queue: QueueService::new(
                 ReadModels::new(db.clone()),

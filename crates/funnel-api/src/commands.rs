@@ -81,13 +81,27 @@ impl CommandService {
 
     #[tracing::instrument(skip(self), fields(study_id = %id))]
     pub async fn load_study(&self, id: StudyId) -> Result<Loaded<StudyState>, CommandError> {
-        let recorded = self.events.read(&study_key(id)).await?;
-        let version = recorded.last().map(|event| event.seq);
-        let mut state = StudyState::default();
+        self.load_study_onto(id, StudyState::default(), 0).await
+    }
+
+    /// The study brought up to date from a state kept in memory: `state` holds its events up to
+    /// stream sequence `version`, and only the later ones are read. `version` of the answer
+    /// stays `None` when there were none.
+    #[tracing::instrument(skip(self, state), fields(study_id = %id))]
+    pub async fn load_study_onto(
+        &self,
+        id: StudyId,
+        mut state: StudyState,
+        version: u64,
+    ) -> Result<Loaded<StudyState>, CommandError> {
+        let recorded = self.events.read_from(&study_key(id), version).await?;
         for event in &recorded {
             state = funnel_domain::evolve_study(state, &as_study_event(event)?);
         }
-        Ok(Loaded { state, version })
+        Ok(Loaded {
+            state,
+            version: recorded.last().map(|event| event.seq),
+        })
     }
 
     /// Decides `command` against the journey's current state and appends the outcome.
@@ -296,40 +310,6 @@ impl CommandService {
             }),
             Err(err) => Err(err.into()),
         }
-    }
-
-    /// [`CommandService::receive_referral`] with caller-chosen event ids and follow-up commands
-    /// decided in the same atomic append (see [`CommandService::start_journey_with_ids`]). The
-    /// first command must be the referral; its contact is sealed under the candidate's key.
-    pub async fn receive_referral_with_ids(
-        &self,
-        keys: &KeyStore,
-        candidate: CandidateId,
-        contact: &ContactDetails,
-        mut commands: Vec<(uuid::Uuid, JourneyCommand)>,
-    ) -> Result<Executed<JourneyEvent>, CommandError> {
-        let Some((
-            _,
-            JourneyCommand::ReceiveReferral {
-                journey_id,
-                contact: sealed,
-                candidate_id,
-                ..
-            },
-        )) = commands.first_mut()
-        else {
-            return Err(
-                DomainError::Invalid("the first command must be the referral".to_owned()).into(),
-            );
-        };
-        if *candidate_id != candidate {
-            return Err(
-                DomainError::Invalid("the referral names another candidate".to_owned()).into(),
-            );
-        }
-        *sealed = keys.seal(candidate, contact).await?;
-        let journey = *journey_id;
-        self.start_journey_with_ids(journey, &commands).await
     }
 
     async fn append(

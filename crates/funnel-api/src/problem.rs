@@ -193,6 +193,25 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Referral storage: PostgreSQL out of reach is a 503 worth retrying (the referral's retry is
+/// idempotent), anything else a 500.
+impl From<crate::ingest::ClaimError> for ApiError {
+    fn from(error: crate::ingest::ClaimError) -> Self {
+        match error {
+            crate::ingest::ClaimError::Database(error)
+                if matches!(
+                    *error,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+                ) =>
+            {
+                tracing::warn!(error = %error_chain(&*error), "PostgreSQL is not answering");
+                Self::Unavailable("PostgreSQL is not answering; retry shortly".to_owned())
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<crate::commands::CommandError> for ApiError {
     fn from(error: crate::commands::CommandError) -> Self {
         use crate::commands::CommandError;

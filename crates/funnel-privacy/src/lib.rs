@@ -112,8 +112,7 @@ impl KeyStore {
     }
 
     async fn key_for_sealing(&self, candidate: CandidateId) -> Result<Vec<u8>, PrivacyError> {
-        let mut fresh = vec![0_u8; KEY_LEN];
-        OsRng.fill_bytes(&mut fresh);
+        let fresh = new_data_key();
         // A statement that lost the insert race cannot see the winner's row in its own snapshot,
         // so the read is a separate statement.
         let inserted: Option<(Vec<u8>,)> = sqlx::query_as(
@@ -135,6 +134,30 @@ impl KeyStore {
                 .await?;
         key.ok_or(PrivacyError::Erased)
     }
+}
+
+/// A new random data key, for a candidate whose key is stored by the caller (in a transaction
+/// of its own, with other rows).
+#[must_use]
+pub fn new_data_key() -> Vec<u8> {
+    let mut key = vec![0_u8; KEY_LEN];
+    OsRng.fill_bytes(&mut key);
+    key
+}
+
+/// Seals contact data under a data key the caller read from `candidate_keys`.
+///
+/// # Errors
+/// [`PrivacyError::Malformed`] when the key is not a 256-bit key.
+pub fn seal_with_key(
+    key: &[u8],
+    candidate: CandidateId,
+    contact: &ContactDetails,
+) -> Result<SealedContact, PrivacyError> {
+    if key.len() != KEY_LEN {
+        return Err(PrivacyError::Malformed("the data key has the wrong length"));
+    }
+    Ok(seal_with(key, candidate, contact))
 }
 
 fn cipher(key: &[u8]) -> XChaCha20Poly1305 {

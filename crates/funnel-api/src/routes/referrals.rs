@@ -22,9 +22,10 @@ use crate::problem::{ApiError, Problem, error_chain};
 
 /// Most referrals in one batch.
 pub(crate) const MAX_BATCH: usize = 1_000;
-/// Referrals of one batch in progress at once: enough for the event log's group commit to form
-/// batches, few enough to leave database connections for everyone else.
-const BATCH_CONCURRENCY: usize = 32;
+/// Referrals of one batch in progress at once: they share PostgreSQL transactions and the
+/// event log's atomic batches, so the more wait together the fewer commits they cost; a waiting
+/// item holds no database connection.
+const BATCH_CONCURRENCY: usize = 128;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 

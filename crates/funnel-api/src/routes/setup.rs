@@ -413,6 +413,7 @@ async fn execute(
         .execute_study(study, expected, command)
         .await
         .map_err(|error| addressed_not_found(error, site_id, campaign_id))?;
+    state.studies.forget(study).await;
     let body = StudyChange {
         study_id: *study.as_uuid(),
         version: executed.version,

@@ -85,6 +85,16 @@ pub(crate) struct IngestBenchArgs {
     /// event is about this size too, sealed contact included).
     #[arg(long, default_value_t = 300)]
     payload: usize,
+    /// Measure only these figures (all by default), e.g. `--figures http-single,peer` while
+    /// profiling one path.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    figures: Vec<Kind>,
+}
+
+impl IngestBenchArgs {
+    fn measures(&self, kind: Kind) -> bool {
+        self.figures.is_empty() || self.figures.contains(&kind)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,13 +114,14 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Kind {
     RawPublish,
     RawBatch,
     EventLog,
     HttpSingle,
     HttpBatch,
+    #[value(name = "peer")]
     Postgres,
 }
 
@@ -219,7 +230,10 @@ async fn run(args: &IngestBenchArgs, scratch: &mut Scratch) -> anyhow::Result<Ve
             Kind::EventLog,
             Kind::HttpSingle,
             Kind::HttpBatch,
-        ] {
+        ]
+        .into_iter()
+        .filter(|kind| args.measures(*kind))
+        {
             let figure = match kind {
                 Kind::RawPublish => raw_publishes(args, url, *mode, scratch).await?,
                 Kind::RawBatch => raw_batches(args, url, *mode, scratch).await?,
@@ -233,6 +247,9 @@ async fn run(args: &IngestBenchArgs, scratch: &mut Scratch) -> anyhow::Result<Ve
         }
     }
     for mode in [Mode::Durable, Mode::Fast] {
+        if !args.measures(Kind::Postgres) {
+            break;
+        }
         let figure = postgres_peer(args, mode, scratch).await?;
         print_figure(&figure)?;
         figures.push(figure);

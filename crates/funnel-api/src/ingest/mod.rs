@@ -8,7 +8,7 @@
 //!    or days later, long after the stream's duplicate window, finds it and replays the answer.
 //!    The same key with a different request is refused.
 //! 3. **Duplicates**: keyed fingerprints of the normalised phone and e-mail are claimed in
-//!    `contact_fingerprints` for the study, in sorted order in one transaction. The primary key
+//!    `contact_fingerprints` for the study, in sorted order. The primary key
 //!    `(study_id, fingerprint)` decides a race: the first claim wins, the other referral waits for
 //!    it and becomes the duplicate. A duplicate records no fingerprint of its own (new ones are
 //!    added to the primary) and takes the primary's candidate id, so the person's data is sealed
@@ -18,22 +18,29 @@
 //!    after a crash anywhere in between re-runs the same steps with the same ids: the event log
 //!    recognises its own events and the outcome is one journey.
 //!
+//! Steps 2 and 3 (and the candidate's data key) are one PostgreSQL transaction, shared by the
+//! referrals that arrive at the same time ([`store`]); the study check reads a study kept in
+//! memory and brought up to date from the stream ([`studies`]).
+//!
 //! Contact data is never logged, never put in an error message, never stored in plaintext here.
 
-use std::collections::HashMap;
+mod store;
+mod studies;
+
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use funnel_domain::{
     CampaignId, CandidateId, ContactDetails, Country, DomainEvent, JourneyCommand, JourneyEvent,
     JourneyId, Language, SealedContact, SiteId, SiteStatus, SourceChannel, StudyId, StudyState,
 };
 use funnel_eventlog::RecordedEvent;
-use funnel_privacy::{Fingerprint, FingerprintKey};
+use funnel_privacy::{FingerprintKey, PrivacyError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -41,6 +48,11 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::commands::{CommandError, decode_recorded, journey_key};
 use crate::problem::ApiError;
+pub(crate) use store::ClaimError;
+pub(crate) use store::ReferralStore;
+use store::{Claim, Claimed};
+use studies::MAX_AGE;
+pub(crate) use studies::StudyCache;
 
 /// Longest campaign external id or `Idempotency-Key`.
 pub(crate) const MAX_KEY_LEN: usize = 200;
@@ -254,18 +266,18 @@ impl EventIds {
     }
 }
 
-/// Ingests referrals for one request (one referral or one batch). Studies are read once per
-/// request.
+/// Ingests referrals for one request (one referral or one batch).
 pub(crate) struct Ingest {
     state: AppState,
-    studies: Mutex<HashMap<StudyId, Arc<StudyState>>>,
+    /// When the request arrived: its study checks see the study as of then or later.
+    arrived: Instant,
 }
 
 impl Ingest {
     pub(crate) fn new(state: AppState) -> Self {
         Self {
             state,
-            studies: Mutex::new(HashMap::new()),
+            arrived: Instant::now(),
         }
     }
 
@@ -287,79 +299,85 @@ impl Ingest {
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
-        let request_hash = request_hash(&key, &referral);
         let ids = EventIds::new(referral.campaign_id, &referral.key);
-
-        let reservation = self.reserve(&referral, &request_hash).await?;
-        if !reservation.fresh {
-            // An earlier request with this key: answer from what it appended, or finish it.
-            let recorded = self.read_journey(reservation.journey_id).await?;
-            if !recorded.is_empty() {
-                return replay(
-                    reservation.journey_id,
-                    reservation.candidate_id,
-                    ids,
-                    &recorded,
-                );
-            }
-        }
-
-        let prints = key.of_contact(&referral.contact);
-        let primary = self
-            .claim_fingerprints(
-                &referral,
-                reservation.journey_id,
-                reservation.candidate_id,
-                &prints,
-            )
-            .await
-            .map_err(ApiError::internal)?;
-        let candidate = match primary {
-            Some((_, primary_candidate)) if primary_candidate != reservation.candidate_id => {
-                sqlx::query(
-                    "UPDATE referral_requests SET candidate_id = $3
-                     WHERE campaign_id = $1 AND idempotency_key = $2",
-                )
-                .bind(referral.campaign_id.as_uuid())
-                .bind(&referral.stored_key)
-                .bind(primary_candidate.as_uuid())
-                .execute(&self.state.db)
-                .await
-                .map_err(ApiError::internal)?;
-                primary_candidate
-            }
-            _ => reservation.candidate_id,
+        let mut claim = Claim {
+            campaign_id: *referral.campaign_id.as_uuid(),
+            stored_key: referral.stored_key.clone(),
+            request_hash: request_hash(&key, &referral),
+            study_id: *referral.study_id.as_uuid(),
+            journey_id: *JourneyId::new().as_uuid(),
+            candidate_id: *CandidateId::new().as_uuid(),
+            prints: key
+                .of_contact(&referral.contact)
+                .iter()
+                .map(|print| print.as_bytes().to_vec())
+                .collect(),
+            fresh_key: funnel_privacy::new_data_key(),
+            resume: false,
         };
-        sqlx::query(
-            "INSERT INTO candidate_journeys (journey_id, candidate_id, study_id) VALUES ($1, $2, $3)
-             ON CONFLICT (journey_id) DO UPDATE SET candidate_id = EXCLUDED.candidate_id",
-        )
-        .bind(reservation.journey_id.as_uuid())
-        .bind(candidate.as_uuid())
-        .bind(referral.study_id.as_uuid())
-        .execute(&self.state.db)
-        .await
-        .map_err(ApiError::internal)?;
 
-        let journey = reservation.journey_id;
+        let (journey, candidate, duplicate_of, data_key) = loop {
+            match self.state.referrals.claim(claim.clone()).await? {
+                Claimed::Ready {
+                    journey_id,
+                    candidate_id,
+                    duplicate_of,
+                    data_key,
+                } => break (journey_id, candidate_id, duplicate_of, data_key),
+                Claimed::Existing {
+                    same_request: false,
+                    ..
+                } => {
+                    let which = if referral.key.starts_with("ext:") {
+                        "external_id"
+                    } else {
+                        "Idempotency-Key"
+                    };
+                    return Err(ApiError::Conflict(format!(
+                        "this campaign already sent a different referral with the same {which}; \
+                         a retry must repeat the original request, a new referral needs a new \
+                         {which}"
+                    )));
+                }
+                Claimed::Existing {
+                    journey_id,
+                    candidate_id,
+                    same_request: true,
+                } => {
+                    // An earlier request with this key: answer from what it appended, or finish
+                    // it (it stopped before appending).
+                    let recorded = self.read_journey(journey_id).await?;
+                    if !recorded.is_empty() {
+                        return replay(journey_id, candidate_id, ids, &recorded);
+                    }
+                    claim.journey_id = *journey_id.as_uuid();
+                    claim.candidate_id = *candidate_id.as_uuid();
+                    claim.resume = true;
+                }
+            }
+        };
+        let data_key = data_key.ok_or(CommandError::Privacy(PrivacyError::Erased))?;
+        let sealed = funnel_privacy::seal_with_key(&data_key, candidate, &referral.contact)
+            .map_err(ApiError::internal)?;
         let commands = commands_for(
             &referral,
             journey,
             candidate,
-            primary.map(|(p, _)| p),
+            sealed,
+            duplicate_of,
             ids,
             self.state.clock.now(),
         );
         match self
             .state
             .commands
-            .receive_referral_with_ids(&self.state.keys, candidate, &referral.contact, commands)
+            .start_journey_with_ids(journey, &commands)
             .await
         {
             Ok(executed) => Ok(Ingested {
                 journey_id: journey,
                 candidate_id: candidate,
-                duplicate_of: primary.map(|(p, _)| p),
+                duplicate_of,
                 version: executed.version,
                 replayed: false,
             }),
@@ -378,172 +396,24 @@ impl Ingest {
         }
     }
 
+    /// Checks the referral against a recent state of its study; a refusal only against a state
+    /// read after the request arrived.
     async fn check_study(&self, referral: &Validated) -> Result<(), ApiError> {
-        let state = self.study(referral.study_id).await?;
-        let Some(study) = state.study() else {
-            return Err(ApiError::Unprocessable(format!(
-                "study_id: study {} does not exist",
-                referral.study_id
-            )));
-        };
-        if !study.campaigns.contains_key(&referral.campaign_id) {
-            return Err(ApiError::Unprocessable(format!(
-                "campaign_id: campaign {} is not registered for study {}",
-                referral.campaign_id, referral.study_id
-            )));
+        let recent = self.arrived.checked_sub(MAX_AGE).unwrap_or(self.arrived);
+        let state = self.study(referral.study_id, recent).await?;
+        if study_refuses(&state, referral).is_none() {
+            return Ok(());
         }
-        if let Some(site) = referral.preferred_site {
-            match state.site_status(site) {
-                None => {
-                    return Err(ApiError::Unprocessable(format!(
-                        "preferred_site_id: site {site} is not part of study {}",
-                        referral.study_id
-                    )));
-                }
-                Some(SiteStatus::Closed) => {
-                    return Err(ApiError::Unprocessable(format!(
-                        "preferred_site_id: site {site} has left the study"
-                    )));
-                }
-                Some(SiteStatus::Active | SiteStatus::Paused) => {}
-            }
-        }
-        Ok(())
+        let state = self.study(referral.study_id, self.arrived).await?;
+        study_refuses(&state, referral).map_or(Ok(()), Err)
     }
 
-    async fn study(&self, id: StudyId) -> Result<Arc<StudyState>, ApiError> {
-        // Held across the read: concurrent items of one batch read each study once.
-        let mut studies = self.studies.lock().await;
-        if let Some(state) = studies.get(&id) {
-            return Ok(state.clone());
-        }
-        let loaded = Arc::new(self.state.commands.load_study(id).await?.state);
-        studies.insert(id, loaded.clone());
-        Ok(loaded)
-    }
-
-    async fn reserve(
-        &self,
-        referral: &Validated,
-        request_hash: &[u8; 32],
-    ) -> Result<Reservation, ApiError> {
-        let journey = JourneyId::new();
-        let candidate = CandidateId::new();
-        let inserted: Option<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO referral_requests
-                 (campaign_id, idempotency_key, request_hash, journey_id, candidate_id, study_id)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (campaign_id, idempotency_key) DO NOTHING
-             RETURNING journey_id",
-        )
-        .bind(referral.campaign_id.as_uuid())
-        .bind(&referral.stored_key)
-        .bind(request_hash.as_slice())
-        .bind(journey.as_uuid())
-        .bind(candidate.as_uuid())
-        .bind(referral.study_id.as_uuid())
-        .fetch_optional(&self.state.db)
-        .await
-        .map_err(ApiError::internal)?;
-        if inserted.is_some() {
-            return Ok(Reservation {
-                journey_id: journey,
-                candidate_id: candidate,
-                fresh: true,
-            });
-        }
-        // A statement that lost the insert race cannot see the winner's row in its snapshot.
-        let (stored_hash, journey, candidate): (Vec<u8>, Uuid, Uuid) = sqlx::query_as(
-            "SELECT request_hash, journey_id, candidate_id FROM referral_requests
-             WHERE campaign_id = $1 AND idempotency_key = $2",
-        )
-        .bind(referral.campaign_id.as_uuid())
-        .bind(&referral.stored_key)
-        .fetch_one(&self.state.db)
-        .await
-        .map_err(ApiError::internal)?;
-        if stored_hash != request_hash.as_slice() {
-            let which = if referral.key.starts_with("ext:") {
-                "external_id"
-            } else {
-                "Idempotency-Key"
-            };
-            return Err(ApiError::Conflict(format!(
-                "this campaign already sent a different referral with the same {which}; \
-                 a retry must repeat the original request, a new referral needs a new {which}"
-            )));
-        }
-        Ok(Reservation {
-            journey_id: JourneyId::from(journey),
-            candidate_id: CandidateId::from(candidate),
-            fresh: false,
-        })
-    }
-
-    /// Claims the fingerprints for `journey`, or finds the journey of the same person that
-    /// already holds one of them (the primary): `Some((primary, its candidate))`.
-    async fn claim_fingerprints(
-        &self,
-        referral: &Validated,
-        journey: JourneyId,
-        candidate: CandidateId,
-        prints: &[Fingerprint],
-    ) -> Result<Option<(JourneyId, CandidateId)>, sqlx::Error> {
-        if prints.is_empty() {
-            return Ok(None);
-        }
-        let study = referral.study_id.as_uuid();
-        let mut tx = self.state.db.begin().await?;
-        // Sorted order: two referrals of one person claim their shared fingerprints in the same
-        // order, so the second waits for the first to commit and then sees its claim.
-        for print in prints {
-            sqlx::query(
-                "INSERT INTO contact_fingerprints (study_id, fingerprint, journey_id, candidate_id)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (study_id, fingerprint) DO NOTHING",
-            )
-            .bind(study)
-            .bind(print.as_bytes().as_slice())
-            .bind(journey.as_uuid())
-            .bind(candidate.as_uuid())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let bytes: Vec<Vec<u8>> = prints
-            .iter()
-            .map(|print| print.as_bytes().to_vec())
-            .collect();
-        let owners: Vec<(Vec<u8>, Uuid, Uuid)> = sqlx::query_as(
-            "SELECT fingerprint, journey_id, candidate_id FROM contact_fingerprints
-             WHERE study_id = $1 AND fingerprint = ANY($2)
-             ORDER BY fingerprint",
-        )
-        .bind(study)
-        .bind(&bytes)
-        .fetch_all(&mut *tx)
-        .await?;
-        let primary = owners
-            .iter()
-            .find(|(_, owner, _)| *owner != *journey.as_uuid())
-            .map(|(_, owner, owner_candidate)| {
-                (JourneyId::from(*owner), CandidateId::from(*owner_candidate))
-            });
-        if let Some((primary_journey, primary_candidate)) = primary {
-            // The fingerprints this referral added (a new e-mail of a known person) belong to
-            // the primary: a later referral with only those is the same person too.
-            sqlx::query(
-                "UPDATE contact_fingerprints SET journey_id = $3, candidate_id = $4
-                 WHERE study_id = $1 AND journey_id = $2",
-            )
-            .bind(study)
-            .bind(journey.as_uuid())
-            .bind(primary_journey.as_uuid())
-            .bind(primary_candidate.as_uuid())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(primary)
+    async fn study(&self, id: StudyId, as_of: Instant) -> Result<Arc<StudyState>, ApiError> {
+        Ok(self
+            .state
+            .studies
+            .get(&self.state.commands, id, as_of)
+            .await?)
     }
 
     async fn read_journey(&self, journey: JourneyId) -> Result<Vec<RecordedEvent>, ApiError> {
@@ -555,10 +425,31 @@ impl Ingest {
     }
 }
 
-struct Reservation {
-    journey_id: JourneyId,
-    candidate_id: CandidateId,
-    fresh: bool,
+/// Why the study does not take this referral, if it does not.
+fn study_refuses(state: &StudyState, referral: &Validated) -> Option<ApiError> {
+    let Some(study) = state.study() else {
+        return Some(ApiError::Unprocessable(format!(
+            "study_id: study {} does not exist",
+            referral.study_id
+        )));
+    };
+    if !study.campaigns.contains_key(&referral.campaign_id) {
+        return Some(ApiError::Unprocessable(format!(
+            "campaign_id: campaign {} is not registered for study {}",
+            referral.campaign_id, referral.study_id
+        )));
+    }
+    let site = referral.preferred_site?;
+    match state.site_status(site) {
+        None => Some(ApiError::Unprocessable(format!(
+            "preferred_site_id: site {site} is not part of study {}",
+            referral.study_id
+        ))),
+        Some(SiteStatus::Closed) => Some(ApiError::Unprocessable(format!(
+            "preferred_site_id: site {site} has left the study"
+        ))),
+        Some(SiteStatus::Active | SiteStatus::Paused) => None,
+    }
 }
 
 /// The answer to a request whose journey is already on the stream, rebuilt from the events it
@@ -602,6 +493,7 @@ fn commands_for(
     referral: &Validated,
     journey: JourneyId,
     candidate: CandidateId,
+    contact: SealedContact,
     duplicate_of: Option<JourneyId>,
     ids: EventIds,
     at: chrono::DateTime<chrono::Utc>,
@@ -619,12 +511,7 @@ fn commands_for(
             country: referral.country.clone(),
             preferred_site: referral.preferred_site,
             consent_to_contact: referral.consent_to_contact,
-            // Replaced by the sealed contact before anything is appended.
-            contact: SealedContact {
-                alg: "pending".to_owned(),
-                nonce: String::new(),
-                ciphertext: "pending".to_owned(),
-            },
+            contact,
             external_ref: referral.external_ref.clone(),
             time_zone: referral.time_zone.clone(),
         },
