@@ -7,11 +7,12 @@
 //! `20261130000300_work_queue_leases.sql`), so that a rebuild of the read model keeps every
 //! lease: item ids are deterministic.
 //!
-//! * **One holder at a time.** A claim locks the most urgent claimable item it may take
-//!   (`FOR UPDATE OF i SKIP LOCKED`, so concurrent claimers pass each other by instead of
-//!   queueing) and upserts the lease only where no lease holds (`ON CONFLICT ... DO UPDATE ...
-//!   WHERE` the old one lapsed). The upsert is the guarantee: it sees every committed lease,
-//!   even one committed after the claim's snapshot, in which case the claim looks again.
+//! * **One holder at a time.** A claim locks the most urgent claimable item of each of the
+//!   agent's queues (`FOR UPDATE OF i SKIP LOCKED`, so concurrent claimers pass each other by
+//!   instead of queueing) and upserts a lease on the earliest only where no lease holds (`ON
+//!   CONFLICT ... DO UPDATE ... WHERE` the old one lapsed). The upsert is the guarantee: it
+//!   sees every committed lease, even one committed after the claim's snapshot, in which case
+//!   the claim looks again.
 //! * **Time** is the service clock's (`AppState.clock`), never PostgreSQL's `now()`: tests move
 //!   it, and every instance judges a lease by the same rule.
 //! * **Completed, not yet projected.** A completion appends events; until the projector has
@@ -217,18 +218,27 @@ impl QueueService {
         let expires_at = now + delta(self.settings.lease);
         for _ in 0..CLAIM_RACES {
             let mut tx = self.read_models.read_write(READ_MODEL).await?;
+            // One index walk per (study, language) queue, in due order, each stopping at its
+            // first claimable item (locked, so that a concurrent claim passes it by); the
+            // earliest of those wins. A single walk over `study_id = ANY(..) AND language =
+            // ANY(..)` cannot follow the index's order across several queues, and sorted every
+            // ready item of the agent's queues on each claim instead.
             let candidate: Option<ItemRow> = sqlx::query_as(concat!(
-                "SELECT ",
+                "SELECT c.* FROM unnest($2::uuid[]) AS s(study_id) \
+                 CROSS JOIN unnest($3::text[]) AS q(language) \
+                 CROSS JOIN LATERAL (SELECT ",
                 item_columns!(),
-                " FROM work_items i WHERE i.ready_at <= $1 AND i.study_id = ANY($2) \
-                 AND lower(split_part(i.language, '-', 1)) = ANY($3) \
-                 AND ($4::text IS NULL OR i.kind = $4) \
-                 AND ($5::uuid IS NULL OR i.study_id = $5) \
-                 AND ($6::text IS NULL OR i.country = $6) \
-                 AND NOT EXISTS (SELECT 1 FROM public.work_leases l \
-                     WHERE l.item_id = i.item_id AND ",
+                " FROM work_items i WHERE i.study_id = s.study_id \
+                     AND lower(split_part(i.language, '-', 1)) = q.language \
+                     AND i.ready_at <= $1 \
+                     AND ($4::text IS NULL OR i.kind = $4) \
+                     AND ($6::text IS NULL OR i.country = $6) \
+                     AND NOT EXISTS (SELECT 1 FROM public.work_leases l \
+                         WHERE l.item_id = i.item_id AND ",
                 held!("l"),
-                ") ORDER BY i.due_at, i.item_id LIMIT 1 FOR UPDATE OF i SKIP LOCKED"
+                ") ORDER BY i.due_at LIMIT 1 FOR UPDATE OF i SKIP LOCKED) AS c \
+                 WHERE $5::uuid IS NULL OR s.study_id = $5 \
+                 ORDER BY c.due_at, c.item_id LIMIT 1"
             ))
             .bind(now)
             .bind(&scope.studies)
