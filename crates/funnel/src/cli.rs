@@ -77,6 +77,11 @@ enum BenchCommand {
     /// The ingest figures: raw JetStream (the limit), the event log, HTTP one referral per
     /// request and in batches, and a plain PostgreSQL event store (the peer), durable and fast.
     Ingest(Box<crate::bench::IngestBenchArgs>),
+    /// Work-queue claims and completions per second with many agents at once, checked for
+    /// double claims.
+    Queue(Box<crate::bench::QueueBenchArgs>),
+    /// Resident memory of the service and of nats-server per million journeys.
+    Memory(Box<crate::bench::MemoryBenchArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +282,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Ingest(args),
         } => crate::bench::ingest(*args).await,
+        Command::Bench {
+            command: BenchCommand::Queue(args),
+        } => crate::bench::queue(*args).await,
+        Command::Bench {
+            command: BenchCommand::Memory(args),
+        } => crate::bench::memory(*args).await,
         Command::Stream {
             command: StreamCommand::Provision(args),
         } => {

@@ -3,8 +3,12 @@
 //! [`ingest`].
 
 mod ingest;
+mod memory;
+mod queue;
 
 pub(crate) use ingest::{IngestBenchArgs, ingest};
+pub(crate) use memory::{MemoryBenchArgs, memory};
+pub(crate) use queue::{QueueBenchArgs, queue};
 
 use std::io::Write as _;
 
