@@ -35,6 +35,17 @@ impl ProjectedEvent {
     }
 }
 
+/// The aggregates (stream key ids) of `events`, each once, in order of first appearance: what
+/// a batch apply loads in one query.
+pub(crate) fn distinct_aggregates(events: &[ProjectedEvent]) -> Vec<Uuid> {
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    events
+        .iter()
+        .map(|event| event.key.id())
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
 /// Why a projection could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {

@@ -24,13 +24,11 @@ pub use model::{
 pub use query::*;
 pub use store::load;
 
-use std::collections::HashSet;
-
 use funnel_domain::{DomainEvent, JourneyEvent, StudyEvent};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::projection::{ProjectedEvent, Projection, ProjectionError};
+use crate::projection::{ProjectedEvent, Projection, ProjectionError, distinct_aggregates};
 use model::{STUDY_KIND, micros, new_journey};
 
 /// The `sponsor_dashboard` projection.
@@ -129,13 +127,7 @@ async fn apply_journeys(
     if events.is_empty() {
         return Ok(());
     }
-    let mut ids: Vec<Uuid> = Vec::with_capacity(events.len());
-    let mut seen = HashSet::with_capacity(events.len());
-    for event in events {
-        if seen.insert(event.key.id()) {
-            ids.push(event.key.id());
-        }
-    }
+    let ids = distinct_aggregates(events);
     let before = store::load_journeys(conn, &ids).await?;
     let mut after = before.clone();
     for event in events {

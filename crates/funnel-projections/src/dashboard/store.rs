@@ -1,6 +1,5 @@
 //! Rows of the read model to and from [`super::model`]'s plain data.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -361,35 +360,34 @@ pub async fn load(conn: &mut PgConnection) -> Result<DashboardModel, sqlx::Error
     Ok(model)
 }
 
-/// The journeys among `ids` that have started, with their visits: one query for a batch.
+/// The journeys among `ids` that have started, with their visits: two queries for a batch,
+/// each by primary key (a join lets the planner, which cannot see the array's length, pick a
+/// scan of the whole `journey_sites` table per batch).
 pub(crate) async fn load_journeys(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, JourneyRecord>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT j.*, v.site_id AS v_site_id, v.referred_at AS v_referred_at, \
-         v.left_at AS v_left_at, v.site_contacted_at AS v_site_contacted_at, \
-         v.scheduled_at AS v_scheduled_at, v.attended_at AS v_attended_at, \
-         v.no_shows AS v_no_shows, v.consented_at AS v_consented_at, \
-         v.screening_started_at AS v_screening_started_at, \
-         v.screen_failed_at AS v_screen_failed_at, v.randomized_at AS v_randomized_at \
-         FROM journeys j LEFT JOIN journey_sites v ON v.journey_id = j.journey_id \
-         WHERE j.journey_id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(conn)
-    .await?;
     let mut records: HashMap<Uuid, JourneyRecord> = HashMap::with_capacity(ids.len());
-    for row in &rows {
-        let journey_id: Uuid = row.try_get("journey_id")?;
-        let record = match records.entry(journey_id) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => entry.insert(JourneyRecord {
-                fact: journey_fact(row)?,
-                visits: BTreeMap::new(),
-            }),
+    for row in sqlx::query("SELECT * FROM journeys WHERE journey_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let record = JourneyRecord {
+            fact: journey_fact(&row)?,
+            visits: BTreeMap::new(),
         };
-        if let Some((site, visit)) = site_visit(row, "v_")? {
+        records.insert(row.try_get("journey_id")?, record);
+    }
+    for row in sqlx::query("SELECT * FROM journey_sites WHERE journey_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let journey_id: Uuid = row.try_get("journey_id")?;
+        if let (Some(record), Some((site, visit))) =
+            (records.get_mut(&journey_id), site_visit(&row, "")?)
+        {
             record.visits.insert(site, visit);
         }
     }

@@ -75,14 +75,14 @@ pub use model::{
 pub use query::{QueueDepth, depth, item, items_for_journey};
 pub use store::load;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use funnel_domain::{DomainEvent, JourneyEvent, SlaSettings, StudyEvent};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::dashboard::model::STUDY_KIND;
-use crate::projection::{ProjectedEvent, Projection, ProjectionError};
+use crate::projection::{ProjectedEvent, Projection, ProjectionError, distinct_aggregates};
 
 /// The `work_queue` projection.
 #[derive(Clone, Copy, Debug, Default)]
@@ -214,13 +214,7 @@ async fn apply_journeys(
     if events.is_empty() {
         return Ok(());
     }
-    let mut ids: Vec<Uuid> = Vec::with_capacity(events.len());
-    let mut seen = HashSet::with_capacity(events.len());
-    for event in events {
-        if seen.insert(event.key.id()) {
-            ids.push(event.key.id());
-        }
-    }
+    let ids = distinct_aggregates(events);
     let before = store::load_journeys(conn, &ids).await?;
     // The levels of the studies of journeys referred in this run.
     let mut studies: Vec<Uuid> = events
