@@ -80,6 +80,11 @@ enum BenchCommand {
     /// Work-queue claims and completions per second with many agents at once, checked for
     /// double claims.
     Queue(Box<crate::bench::QueueBenchArgs>),
+    /// Read-model rebuild throughput from the stream, and append-to-visible lag under a
+    /// sustained append rate.
+    Projections(Box<crate::bench::ProjectionsBenchArgs>),
+    /// Sponsor dashboard query latency over a large read model (loaded without NATS).
+    Dashboard(Box<crate::bench::DashboardBenchArgs>),
     /// Resident memory of the service and of nats-server per million journeys.
     Memory(Box<crate::bench::MemoryBenchArgs>),
 }
@@ -285,6 +290,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Queue(args),
         } => crate::bench::queue(*args).await,
+        Command::Bench {
+            command: BenchCommand::Projections(args),
+        } => crate::bench::projections(*args).await,
+        Command::Bench {
+            command: BenchCommand::Dashboard(args),
+        } => crate::bench::dashboard(*args).await,
         Command::Bench {
             command: BenchCommand::Memory(args),
         } => crate::bench::memory(*args).await,

@@ -2,12 +2,16 @@
 //! each run on a stream of its own that is deleted afterwards. `funnel bench ingest` is in
 //! [`ingest`].
 
+mod dashboard;
 mod ingest;
 mod memory;
+mod projections;
 mod queue;
 
+pub(crate) use dashboard::{DashboardBenchArgs, dashboard};
 pub(crate) use ingest::{IngestBenchArgs, ingest};
 pub(crate) use memory::{MemoryBenchArgs, memory};
+pub(crate) use projections::{ProjectionsBenchArgs, projections};
 pub(crate) use queue::{QueueBenchArgs, queue};
 
 use std::io::Write as _;
