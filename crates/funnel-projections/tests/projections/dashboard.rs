@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::support::{
     append_projected, apply_batched, apply_directly, fast_settings, in_schema, provisioned_log,
-    wait_live_caught_up,
+    studies_after_a_third, wait_live_caught_up,
 };
 
 const COUNTRIES: [&str; 3] = ["ES", "DE", "FR"];
@@ -454,14 +454,7 @@ async fn dashboard_applied_in_batches_equals_applied_event_by_event() {
     for seed in [5_u64, 6, 7] {
         all.extend(generate(seed, 120).events);
     }
-    // Some study events after journey events of their study.
-    let (study, journeys): (Vec<_>, Vec<_>) = all
-        .into_iter()
-        .partition(|event| matches!(event.event, DomainEvent::Study(_)));
-    let third = journeys.len() / 3;
-    let mut mixed = journeys[..third].to_vec();
-    mixed.extend(study);
-    mixed.extend_from_slice(&journeys[third..]);
+    let mixed = studies_after_a_third(all);
     let expected = dashboard::fold(&mixed);
     apply_directly(&db.pool, &SponsorDashboard, "dashboard_one_by_one", &mixed).await;
     let mut tx = in_schema(&db.pool, "dashboard_one_by_one").await;

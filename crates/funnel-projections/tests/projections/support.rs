@@ -421,6 +421,17 @@ pub(crate) async fn apply_directly<P: Projection>(
     schema: &str,
     events: &[ProjectedEvent],
 ) {
+    create_schema(pool, projection, schema).await;
+    for chunk in events.chunks(50) {
+        let mut tx = in_schema(pool, schema).await;
+        for event in chunk {
+            projection.apply(&mut tx, event).await.expect("apply");
+        }
+        tx.commit().await.expect("commit");
+    }
+}
+
+async fn create_schema<P: Projection>(pool: &PgPool, projection: &P, schema: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(pool)
         .await
@@ -431,13 +442,19 @@ pub(crate) async fn apply_directly<P: Projection>(
         .await
         .expect("DDL");
     tx.commit().await.expect("commit");
-    for chunk in events.chunks(50) {
-        let mut tx = in_schema(pool, schema).await;
-        for event in chunk {
-            projection.apply(&mut tx, event).await.expect("apply");
-        }
-        tx.commit().await.expect("commit");
-    }
+}
+
+/// The events with the study events moved after the first third of the journey events: study
+/// events in the middle of runs of journey events, some studies created after referrals.
+pub(crate) fn studies_after_a_third(events: Vec<ProjectedEvent>) -> Vec<ProjectedEvent> {
+    let (study, journeys): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|event| matches!(event.event, funnel_domain::DomainEvent::Study(_)));
+    let third = journeys.len() / 3;
+    let mut mixed = journeys[..third].to_vec();
+    mixed.extend(study);
+    mixed.extend_from_slice(&journeys[third..]);
+    mixed
 }
 
 /// As [`apply_directly`], but through [`Projection::apply_batch`], `batch` events per
@@ -449,16 +466,7 @@ pub(crate) async fn apply_batched<P: Projection>(
     events: &[ProjectedEvent],
     batch: usize,
 ) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(pool)
-        .await
-        .expect("schema");
-    let mut tx = in_schema(pool, schema).await;
-    sqlx::raw_sql(projection.schema())
-        .execute(&mut *tx)
-        .await
-        .expect("DDL");
-    tx.commit().await.expect("commit");
+    create_schema(pool, projection, schema).await;
     for chunk in events.chunks(batch) {
         let mut tx = in_schema(pool, schema).await;
         projection.apply_batch(&mut tx, chunk).await.expect("apply");

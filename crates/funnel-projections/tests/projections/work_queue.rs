@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::support::{
     append_projected, apply_batched, apply_directly, fast_settings, in_schema, provisioned_log,
-    read_back, wait_live_caught_up,
+    read_back, studies_after_a_third, wait_live_caught_up,
 };
 
 fn t(text: &str) -> DateTime<Utc> {
@@ -1076,13 +1076,7 @@ async fn work_queue_applied_in_batches_equals_applied_event_by_event() {
     for seed in [4_u64, 5, 6] {
         all.extend(generate(seed, 150).events);
     }
-    let (study, journeys): (Vec<_>, Vec<_>) = all
-        .into_iter()
-        .partition(|event| matches!(event.event, DomainEvent::Study(_)));
-    let third = journeys.len() / 3;
-    let mut mixed = journeys[..third].to_vec();
-    mixed.extend(study);
-    mixed.extend_from_slice(&journeys[third..]);
+    let mut mixed = studies_after_a_third(all);
     for (n, event) in mixed.iter_mut().enumerate() {
         event.seq = n as u64 + 1;
     }
