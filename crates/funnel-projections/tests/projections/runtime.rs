@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use chrono::Utc;
 use funnel_domain::JourneyEvent;
 use funnel_eventlog::{EventLog, NewEvent};
@@ -369,9 +371,23 @@ async fn a_postgresql_crash_and_restart_in_the_middle_ends_with_the_fold() {
 
     let running = start(&log, &pool);
     append_all(&log, first, 2).await;
+    eventually(
+        "the projector applies events",
+        Duration::from_secs(30),
+        || async {
+            (metric(&running.registry, "funnel_projection_events_applied_total") > 0.0)
+                .then_some(())
+        },
+    )
+    .await;
     // Crashed while the projector is (most likely) in the middle of a batch.
     postgres.kill().await;
     append_all(&log, second, 1).await;
+    // It runs into the crash (however busy the machine) before PostgreSQL comes back.
+    eventually("the projector retries", Duration::from_secs(30), || async {
+        (metric(&running.registry, "funnel_projection_retries_total") >= 1.0).then_some(())
+    })
+    .await;
     postgres.restart().await;
     wait_caught_up(&log, &pool).await;
     assert_eq!(read_model(&pool).await, fold_counts(&histories));
