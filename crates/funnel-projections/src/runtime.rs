@@ -642,11 +642,19 @@ impl Worker {
             return Ok(());
         };
         let mut tx = conn.begin().await.map_err(RunError::from)?;
-        sqlx::query("SELECT set_config('search_path', $1, true)")
-            .bind(&self.generation.schema)
-            .execute(&mut *tx)
-            .await
-            .map_err(RunError::from)?;
+        // A plan per execution: the batch statements are prepared once per connection, and a
+        // generic plan PostgreSQL settles on while a rebuild's tables are still small would
+        // otherwise stay as they grow, making each event dearer the further a rebuild gets
+        // (about 5x slower at 1 M events, measured). Planning a few statements per batch costs
+        // far less.
+        sqlx::query(
+            "SELECT set_config('search_path', $1, true), \
+             set_config('plan_cache_mode', 'force_custom_plan', true)",
+        )
+        .bind(&self.generation.schema)
+        .execute(&mut *tx)
+        .await
+        .map_err(RunError::from)?;
         if batched {
             if let Err(error) = self.projection.apply_batch_boxed(&mut tx, events).await {
                 // The index is unknown here: `commit` looks for it event by event.
