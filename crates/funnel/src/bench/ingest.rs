@@ -25,7 +25,6 @@ use bytes::Bytes;
 use clap::Args;
 use funnel_api::auth::{NewToken, Role};
 use funnel_api::{Application, ServiceSettings};
-use funnel_db::DbSettings;
 use funnel_domain::{
     CampaignId, Country, Language, SiteId, SlaSettings, SourceChannel, SponsorId, StudyCommand,
     StudyId,
@@ -36,6 +35,8 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
 use uuid::Uuid;
+
+use super::queue::Scratch;
 
 #[derive(Debug, Args)]
 pub(crate) struct IngestBenchArgs {
@@ -163,13 +164,6 @@ impl Figure {
     }
 }
 
-/// Everything the run created, deleted at the end whether it succeeded or not.
-#[derive(Default)]
-struct Scratch {
-    streams: Vec<(String, String)>,
-    databases: Vec<String>,
-}
-
 pub(crate) async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.events > 0
@@ -186,7 +180,7 @@ pub(crate) async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
     );
     let mut scratch = Scratch::default();
     let result = run(&args, &mut scratch).await;
-    cleanup(&args, scratch).await;
+    scratch.cleanup(&args.database_url).await;
     let figures = result?;
     let failed: u64 = figures.iter().map(|figure| figure.failed).sum();
     anyhow::ensure!(failed == 0, "{failed} appends or requests failed");
@@ -626,7 +620,7 @@ async fn start_service(
     let name = format!("BENCH_API_{}", Uuid::new_v4().simple()).to_uppercase();
     let eventlog = EventLogSettings::new(url.to_owned(), name.clone(), name.to_lowercase());
     scratch.streams.push((url.to_owned(), name));
-    let db = scratch_database(args, scratch).await?;
+    let db = scratch.database(&args.database_url).await?;
     let database = scratch.databases.last().cloned().unwrap_or_default();
     let mut settings =
         ServiceSettings::new(SocketAddr::from(([127, 0, 0, 1], 0)), db, eventlog.clone());
@@ -912,7 +906,7 @@ async fn postgres_peer(
     mode: Mode,
     scratch: &mut Scratch,
 ) -> anyhow::Result<Figure> {
-    let db = scratch_database(args, scratch).await?;
+    let db = scratch.database(&args.database_url).await?;
     let synchronous_commit = match mode {
         Mode::Durable => "on",
         Mode::Fast => "off",
@@ -1037,68 +1031,4 @@ async fn postgres_conditions(url: &str) -> anyhow::Result<String> {
     let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&pool).await?;
     pool.close().await;
     Ok(format!("PostgreSQL {version} (fsync = {fsync})"))
-}
-
-/// A new database beside the one `--database-url` names.
-async fn scratch_database(
-    args: &IngestBenchArgs,
-    scratch: &mut Scratch,
-) -> anyhow::Result<DbSettings> {
-    let name = format!("funnel_bench_{}", Uuid::new_v4().simple());
-    let base = args
-        .database_url
-        .rsplit_once('/')
-        .map_or(args.database_url.as_str(), |(base, _)| base);
-    let settings = DbSettings::new(format!("{base}/{name}"));
-    scratch.databases.push(name);
-    funnel_db::ensure_database(&settings).await?;
-    Ok(settings)
-}
-
-/// Deletes the scratch streams and databases; a failure is reported and the rest goes on.
-async fn cleanup(args: &IngestBenchArgs, scratch: Scratch) {
-    for (url, name) in scratch.streams {
-        let deleted = match async_nats::connect(url.as_str()).await {
-            Ok(client) => async_nats::jetstream::new(client)
-                .delete_stream(&name)
-                .await
-                .map(|_| ())
-                .map_err(|err| err.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        // A stream that was never created (the run stopped before) is not worth a warning.
-        if let Err(err) = deleted
-            && !err.contains("not found")
-        {
-            tracing::warn!(stream = %name, %err, "cannot delete a benchmark stream");
-        }
-    }
-    if scratch.databases.is_empty() {
-        return;
-    }
-    let admin = match args.database_url.parse::<PgConnectOptions>() {
-        Ok(options) => options.disable_statement_logging(),
-        Err(err) => {
-            tracing::warn!(%err, "cannot drop the benchmark databases");
-            return;
-        }
-    };
-    let pool = match PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(admin)
-        .await
-    {
-        Ok(pool) => pool,
-        Err(err) => {
-            tracing::warn!(%err, "cannot drop the benchmark databases");
-            return;
-        }
-    };
-    for name in scratch.databases {
-        let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await {
-            tracing::warn!(database = %name, %err, "cannot drop a benchmark database");
-        }
-    }
-    pool.close().await;
 }
