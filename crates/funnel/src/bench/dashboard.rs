@@ -18,7 +18,8 @@ use funnel_projections::{ProjectedEvent, Projection, ReadModels, SponsorDashboar
 use sqlx::{Connection as _, PgPool};
 use tokio::sync::mpsc;
 
-use super::projections::{Rng, Running, Scratch, Synthetic, millis, percentile};
+use super::projections::{Rng, Running, Synthetic, millis, percentile};
+use super::scratch::Scratch;
 
 #[derive(Debug, Args)]
 pub(crate) struct DashboardBenchArgs {
@@ -62,7 +63,7 @@ pub(crate) struct DashboardBenchArgs {
 pub(crate) async fn dashboard(args: DashboardBenchArgs) -> anyhow::Result<()> {
     let mut scratch = Scratch::default();
     let result = run(&args, &mut scratch).await;
-    scratch.cleanup(&args.nats_url, &args.database_url).await;
+    scratch.cleanup(&args.database_url).await;
     result
 }
 
@@ -72,7 +73,7 @@ async fn live_schema(
     scratch: &mut Scratch,
     pool: &PgPool,
 ) -> anyhow::Result<String> {
-    let log = scratch.stream(&args.nats_url).await?;
+    let log = scratch.event_log(&args.nats_url, "DASH").await?;
     let projector = funnel_projections::Projector::new(
         log,
         pool.clone(),
@@ -104,7 +105,7 @@ async fn live_schema(
 
 async fn run(args: &DashboardBenchArgs, scratch: &mut Scratch) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let pool = scratch.database(&args.database_url).await?;
+    let pool = scratch.migrated_pool(&args.database_url).await?;
     let schema = live_schema(args, scratch, &pool).await?;
     let version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&pool)

@@ -36,7 +36,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
 use uuid::Uuid;
 
-use super::queue::Scratch;
+use super::scratch::Scratch;
 
 #[derive(Debug, Args)]
 pub(crate) struct IngestBenchArgs {

@@ -24,9 +24,8 @@ use funnel_domain::{ContactChannel, ContactOutcome, JourneyCommand};
 use funnel_eventlog::{EventLog, EventLogSettings};
 use sqlx::PgPool;
 
-use super::queue::{
-    Scratch, Servers, Study, append_journeys, postgres_conditions, wait_for_projections,
-};
+use super::queue::{Servers, Study, append_journeys, postgres_conditions, wait_for_projections};
+use super::scratch::Scratch;
 
 #[derive(Debug, Args)]
 pub(crate) struct MemoryBenchArgs {

@@ -7,6 +7,7 @@ mod ingest;
 mod memory;
 mod projections;
 mod queue;
+mod scratch;
 
 pub(crate) use dashboard::{DashboardBenchArgs, dashboard};
 pub(crate) use ingest::{IngestBenchArgs, ingest};

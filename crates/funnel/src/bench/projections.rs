@@ -17,20 +17,20 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use clap::Args;
-use funnel_db::DbSettings;
 use funnel_domain::{
     CampaignId, CandidateId, ContactChannel, ContactOutcome, Country, Currency, DomainEvent,
     JourneyCommand, JourneyEvent, JourneyId, JourneyState, Language, SealedContact, SiteId,
     SlaSettings, SourceChannel, SponsorId, StudyCommand, StudyId, StudyState, decide, decide_study,
     evolve, evolve_study,
 };
-use funnel_eventlog::{EventLog, EventLogSettings, StreamKey};
+use funnel_eventlog::{EventLog, StreamKey};
 use funnel_projections::{
     ProjectedEvent, Projector, ProjectorSettings, SponsorDashboard, WorkQueue,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions as _, PgPool};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+
+use super::scratch::Scratch;
 use uuid::Uuid;
 
 #[derive(Debug, Args)]
@@ -525,76 +525,6 @@ impl Writer {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Scratch resources.
-
-#[derive(Default)]
-pub(crate) struct Scratch {
-    streams: Vec<String>,
-    databases: Vec<String>,
-}
-
-impl Scratch {
-    /// A fresh stream provisioned exactly like the service's.
-    pub(crate) async fn stream(&mut self, url: &str) -> anyhow::Result<EventLog> {
-        let name = format!("BENCH_PROJ_{}", Uuid::new_v4().simple()).to_uppercase();
-        let log = EventLog::connect(EventLogSettings::new(
-            url,
-            name.clone(),
-            name.to_lowercase(),
-        ))
-        .await?;
-        self.streams.push(name);
-        log.provision().await?;
-        Ok(log)
-    }
-
-    /// A new, migrated database beside the one `database_url` names.
-    pub(crate) async fn database(&mut self, database_url: &str) -> anyhow::Result<PgPool> {
-        let name = format!("funnel_bench_{}", Uuid::new_v4().simple());
-        let base = database_url
-            .rsplit_once('/')
-            .map_or(database_url, |(base, _)| base);
-        let mut settings = DbSettings::new(format!("{base}/{name}"));
-        settings.max_connections = 8;
-        self.databases.push(name);
-        funnel_db::ensure_database(&settings).await?;
-        let pool = funnel_db::connect(&settings).await?;
-        funnel_db::migrate(&pool).await?;
-        Ok(pool)
-    }
-
-    /// Deletes the streams and databases; a failure is reported and the rest goes on.
-    pub(crate) async fn cleanup(self, nats_url: &str, database_url: &str) {
-        if let Ok(client) = async_nats::connect(nats_url).await {
-            let js = async_nats::jetstream::new(client);
-            for name in &self.streams {
-                if let Err(err) = js.delete_stream(name).await {
-                    tracing::warn!(stream = %name, %err, "cannot delete a benchmark stream");
-                }
-            }
-        }
-        let Ok(options) = database_url.parse::<PgConnectOptions>() else {
-            return;
-        };
-        let Ok(pool) = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.disable_statement_logging())
-            .await
-        else {
-            tracing::warn!("cannot drop the benchmark databases");
-            return;
-        };
-        for name in self.databases {
-            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await {
-                tracing::warn!(database = %name, %err, "cannot drop a benchmark database");
-            }
-        }
-        pool.close().await;
-    }
-}
-
 /// A projector running in the background until [`Running::stop`].
 pub(crate) struct Running {
     stop: oneshot::Sender<()>,
@@ -674,7 +604,7 @@ async fn rebuild(
     names: &[&str],
     head: u64,
 ) -> anyhow::Result<Vec<Duration>> {
-    let pool = scratch.database(&args.database_url).await?;
+    let pool = scratch.migrated_pool(&args.database_url).await?;
     let started = Instant::now();
     let running = Running::start(projector(log, &pool, names)?);
     let mut done: Vec<Option<Duration>> = vec![None; names.len()];
@@ -714,13 +644,13 @@ pub(crate) fn millis(duration: Duration) -> f64 {
 pub(crate) async fn projections(args: ProjectionsBenchArgs) -> anyhow::Result<()> {
     let mut scratch = Scratch::default();
     let result = run(&args, &mut scratch).await;
-    scratch.cleanup(&args.nats_url, &args.database_url).await;
+    scratch.cleanup(&args.database_url).await;
     result
 }
 
 async fn run(args: &ProjectionsBenchArgs, scratch: &mut Scratch) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let log = scratch.stream(&args.nats_url).await?;
+    let log = scratch.event_log(&args.nats_url, "PROJ").await?;
     writeln!(
         out,
         "projection benchmark: nats-server {}, {} cores; scratch stream and databases, deleted \
@@ -824,7 +754,7 @@ async fn lag(
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let names = [SponsorDashboard::NAME, WorkQueue::NAME];
-    let pool = scratch.database(&args.database_url).await?;
+    let pool = scratch.migrated_pool(&args.database_url).await?;
     let running = Running::start(projector(log, &pool, &names)?);
     // Caught up with what is there first.
     let started = Instant::now();

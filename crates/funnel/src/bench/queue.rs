@@ -31,9 +31,10 @@ use funnel_domain::{
 };
 use funnel_eventlog::{EventLog, EventLogSettings};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions as _, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
+
+use super::scratch::{Scratch, admin_pool};
 
 /// The servers a benchmark runs against.
 #[derive(Debug, Args)]
@@ -81,81 +82,6 @@ pub(crate) struct QueueBenchArgs {
     /// PostgreSQL connections of the service's pool (`FUNNEL_DATABASE_MAX_CONNECTIONS`).
     #[arg(long, default_value_t = 16)]
     database_max_connections: u32,
-}
-
-/// Every stream and database a benchmark created, deleted at the end whether it succeeded or
-/// not.
-#[derive(Default)]
-pub(super) struct Scratch {
-    pub(super) streams: Vec<(String, String)>,
-    pub(super) databases: Vec<String>,
-}
-
-impl Scratch {
-    /// A new database beside the one `admin_url` names.
-    pub(super) async fn database(&mut self, admin_url: &str) -> anyhow::Result<DbSettings> {
-        let name = format!("funnel_bench_{}", Uuid::new_v4().simple());
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url, |(base, _)| base);
-        let settings = DbSettings::new(format!("{base}/{name}"));
-        self.databases.push(name);
-        funnel_db::ensure_database(&settings).await?;
-        Ok(settings)
-    }
-
-    /// A stream name (upper case) and subject prefix (lower case) of its own.
-    pub(super) fn stream(&mut self, url: &str, tag: &str) -> (String, String) {
-        let name = format!("BENCH_{tag}_{}", Uuid::new_v4().simple()).to_uppercase();
-        self.streams.push((url.to_owned(), name.clone()));
-        let prefix = name.to_lowercase();
-        (name, prefix)
-    }
-
-    /// Deletes the streams and databases; a failure is reported and the rest goes on.
-    pub(super) async fn cleanup(self, admin_url: &str) {
-        for (url, name) in self.streams {
-            let deleted = match async_nats::connect(url.as_str()).await {
-                Ok(client) => async_nats::jetstream::new(client)
-                    .delete_stream(&name)
-                    .await
-                    .map(|_| ())
-                    .map_err(|err| err.to_string()),
-                Err(err) => Err(err.to_string()),
-            };
-            if let Err(err) = deleted
-                && !err.contains("not found")
-            {
-                tracing::warn!(stream = %name, %err, "cannot delete a benchmark stream");
-            }
-        }
-        if self.databases.is_empty() {
-            return;
-        }
-        let pool = match admin_pool(admin_url).await {
-            Ok(pool) => pool,
-            Err(err) => {
-                tracing::warn!(%err, "cannot drop the benchmark databases");
-                return;
-            }
-        };
-        for name in self.databases {
-            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await {
-                tracing::warn!(database = %name, %err, "cannot drop a benchmark database");
-            }
-        }
-        pool.close().await;
-    }
-}
-
-/// One connection to `url`, statements not logged.
-pub(super) async fn admin_pool(url: &str) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(url.parse::<PgConnectOptions>()?.disable_statement_logging())
-        .await
-        .context("connecting to PostgreSQL")
 }
 
 /// The PostgreSQL server's version and durability settings, for the conditions line.
