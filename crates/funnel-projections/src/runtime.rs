@@ -761,6 +761,9 @@ impl Worker {
     ) -> Result<(), RunError> {
         let cause = error_chain(failure.error.as_ref());
         let text = format!("event {}: {cause}", failure.seq);
+        // Before the row: whoever sees the stored status finds the gauge already raised (the
+        // projection has stopped at this event whether or not recording it succeeds).
+        self.metrics.failed.with_label_values(&self.label()).set(1);
         sqlx::query(
             "UPDATE projection_generations SET status = 'failed', last_error = $3, \
              updated_at = now() WHERE name = $1 AND generation = $2",
@@ -770,7 +773,6 @@ impl Worker {
         .bind(&text)
         .execute(&mut *conn)
         .await?;
-        self.metrics.failed.with_label_values(&self.label()).set(1);
         tracing::error!(
             projection = self.name,
             generation = self.generation.generation,
