@@ -571,17 +571,12 @@ impl Worker {
             if push(first, &mut batch) {
                 let deadline = Instant::now() + self.settings.batch_linger;
                 while batch.len() < self.settings.max_batch_events {
-                    // What is already read goes in without waiting; the linger is only for a
-                    // live projection whose next events are still on their way.
-                    let item = match events.try_recv() {
-                        Ok(item) => Some(item),
-                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
-                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
-                            match tokio::time::timeout_at(deadline, events.recv()).await {
-                                Err(_) => break,
-                                Ok(item) => item,
-                            }
-                        }
+                    // `timeout_at` polls the receive first, so what is already read goes in
+                    // even past the deadline; the linger only waits for events still on their
+                    // way.
+                    let item = match tokio::time::timeout_at(deadline, events.recv()).await {
+                        Err(_) => break,
+                        Ok(item) => item,
                     };
                     if !push(item, &mut batch) {
                         break;
