@@ -16,18 +16,24 @@ port="$(free_port)"
 write_nats_config "$store/nats.conf" "$port" "$store/js" "funnel_test"
 "$NATS_SERVER_BIN" -c "$store/nats.conf" >"$store/nats.log" 2>&1 &
 nats_pid=$!
+# Each test makes a database of its own and leaves it behind (a failed test's data is there to
+# look at); a passing run drops them all at the end, and every run drops earlier runs' first.
+drop_test_databases() {
+  psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+    "SELECT 'DROP DATABASE IF EXISTS \"' || datname || '\" WITH (FORCE);' FROM pg_database WHERE datname LIKE 'funnel\_test\_%'" \
+    | psql -h 127.0.0.1 -U postgres -d postgres -q >/dev/null || true
+}
 cleanup() {
+  local status=$?
   kill "$nats_pid" 2>/dev/null || true
   wait "$nats_pid" 2>/dev/null || true
   rm -rf "$store"
+  [ "$status" -ne 0 ] || drop_test_databases
 }
 trap cleanup EXIT
 wait_for_port "$port" 30 || { cat "$store/nats.log" >&2; die "nats-server did not start"; }
 
-# Databases left over by earlier runs (a test's database outlives the test).
-psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
-  "SELECT 'DROP DATABASE IF EXISTS \"' || datname || '\" WITH (FORCE);' FROM pg_database WHERE datname LIKE 'funnel\_test\_%'" \
-  | psql -h 127.0.0.1 -U postgres -d postgres -q >/dev/null || true
+drop_test_databases
 
 export FUNNEL_TEST_NATS_URL="nats://127.0.0.1:$port"
 export FUNNEL_NATS_SERVER_BIN="$NATS_SERVER_BIN"
