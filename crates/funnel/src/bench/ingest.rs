@@ -36,6 +36,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
 use uuid::Uuid;
 
+use super::procfs::{CpuMeter, cpu_phrase};
 use super::scratch::Scratch;
 
 #[derive(Debug, Args)]
@@ -122,6 +123,7 @@ enum Kind {
     EventLog,
     HttpSingle,
     HttpBatch,
+    HttpFloor,
     #[value(name = "peer")]
     Postgres,
 }
@@ -134,6 +136,7 @@ impl Kind {
             Self::EventLog => "event log API (group commit)",
             Self::HttpSingle => "HTTP POST /v1/referrals",
             Self::HttpBatch => "HTTP POST /v1/referrals/batch",
+            Self::HttpFloor => "HTTP GET /health (the floor)",
             Self::Postgres => "PostgreSQL event store (peer)",
         }
     }
@@ -234,11 +237,16 @@ async fn run(args: &IngestBenchArgs, scratch: &mut Scratch) -> anyhow::Result<Ve
                 Kind::EventLog => event_log(args, url, *mode, scratch).await?,
                 Kind::HttpSingle => http_single(args, url, *mode, scratch).await?,
                 Kind::HttpBatch => http_batch(args, url, *mode, scratch).await?,
-                Kind::Postgres => postgres_peer(args, *mode, scratch).await?,
+                Kind::Postgres | Kind::HttpFloor => unreachable!("measured once, below"),
             };
             print_figure(&figure)?;
             figures.push(figure);
         }
+    }
+    if args.measures(Kind::HttpFloor) {
+        let figure = http_floor(args, &args.nats_url, scratch).await?;
+        print_figure(&figure)?;
+        figures.push(figure);
     }
     for mode in [Mode::Durable, Mode::Fast] {
         if !args.measures(Kind::Postgres) {
@@ -300,10 +308,12 @@ fn print_summary(figures: &[Figure]) -> std::io::Result<()> {
         "figure", "mode", "events/s", "ratio", "failed"
     )?;
     for figure in figures {
-        let ratio = limit(figures, figure.mode).map_or_else(
-            || "-".to_owned(),
-            |limit| format!("{:.2}", figure.events_per_second() / limit),
-        );
+        let ratio = limit(figures, figure.mode)
+            .filter(|_| figure.kind != Kind::HttpFloor)
+            .map_or_else(
+                || "-".to_owned(),
+                |limit| format!("{:.2}", figure.events_per_second() / limit),
+            );
         writeln!(
             out,
             "  {:<32} {:<8} {:>12.0} {:>8} {:>7}",
@@ -326,6 +336,16 @@ fn print_summary(figures: &[Figure]) -> std::io::Result<()> {
             http / peer,
             verdict(http >= 2.0 * peer)
         )?;
+        if let Some(floor) = rate(figures, Kind::HttpFloor, Mode::Durable) {
+            writeln!(
+                out,
+                "bound   2x the peer is {:.0} requests/s; the same clients get {floor:.0} \
+                 requests/s from GET /health, which does nothing: the target asks for {:.0}% of \
+                 what HTTP alone costs on this machine",
+                2.0 * peer,
+                100.0 * 2.0 * peer / floor
+            )?;
+        }
     }
     if let (Some(batch), Some(limit)) = (
         rate(figures, Kind::HttpBatch, Mode::Durable),
@@ -396,6 +416,8 @@ async fn raw_publishes(
     let js = async_nats::jetstream::new(client);
     let data = payload(args.payload);
     let writers = args.concurrency.min(args.events);
+    let meter = CpuMeter::new(url);
+    let cpu_before = meter.read();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..writers {
@@ -424,15 +446,18 @@ async fn raw_publishes(
         });
     }
     let (events, failed) = join_counts(tasks).await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_phrase(cpu_before, meter.read(), events, "event");
     Ok(Figure {
         kind: Kind::RawPublish,
         mode,
         events,
         referrals: None,
         failed,
-        elapsed: started.elapsed(),
+        elapsed,
         conditions: format!(
-            "{writers} in flight, each acked before its writer's next; nats-server {version}"
+            "{writers} in flight, each acked before its writer's next; {cpu}; nats-server \
+             {version}"
         ),
     })
 }
@@ -460,6 +485,8 @@ async fn raw_batches(
     let batches = args.events.div_ceil(args.raw_batch);
     let publishers = args.raw_batch_publishers.min(batches);
     let size = args.raw_batch;
+    let meter = CpuMeter::new(url);
+    let cpu_before = meter.read();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..publishers {
@@ -487,15 +514,17 @@ async fn raw_batches(
         });
     }
     let (events, failed) = join_counts(tasks).await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_phrase(cpu_before, meter.read(), events, "event");
     Ok(Figure {
         kind: Kind::RawBatch,
         mode,
         events,
         referrals: None,
         failed,
-        elapsed: started.elapsed(),
+        elapsed,
         conditions: format!(
-            "batches of {size} to {size} subjects, {publishers} in flight; nats-server {}",
+            "batches of {size} to {size} subjects, {publishers} in flight; {cpu}; nats-server {}",
             capabilities.version
         ),
     })
@@ -570,10 +599,13 @@ async fn event_log(
         events_per_append: 1,
         payload_bytes: args.payload,
     };
+    let meter = CpuMeter::new(url);
+    let cpu_before = meter.read();
     let report = run_append_benchmark(&log, &plan).await;
+    let cpu = cpu_phrase(cpu_before, meter.read(), report.events, "event");
     let conditions = format!(
         "{writers} writers, one event per append, group commit {} ({} batches holding {} \
-         appends); nats-server {}",
+         appends); {cpu}; nats-server {}",
         if log.group_commit_active() {
             "on"
         } else {
@@ -742,69 +774,141 @@ async fn http_single(
 ) -> anyhow::Result<Figure> {
     let service = Arc::new(start_service(args, url, scratch).await?);
     let client = http_client(args.concurrency)?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let (accepted, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let head = service.log.stream_head().await?;
     let commits_before = commits(&args.database_url, &service.database).await?;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency.min(args.events) {
-        let (service, client, next) = (Arc::clone(&service), client.clone(), Arc::clone(&next));
-        let (accepted, failed) = (Arc::clone(&accepted), Arc::clone(&failed));
-        let total = args.events;
-        tasks.spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
+    let meter = CpuMeter::new(url);
+    let cpu_before = meter.read();
+    let run = {
+        let service = Arc::clone(&service);
+        drive(args.concurrency, args.events, move |n| {
+            let (service, client) = (Arc::clone(&service), client.clone());
+            async move {
                 let response = client
                     .post(format!("{}/v1/referrals", service.base))
                     .bearer_auth(&service.token)
                     .json(&service.referral(n))
                     .send()
                     .await;
-                match response {
+                let created = match response {
+                    // Read to the end so the connection goes back to the pool.
                     Ok(response) if response.status() == reqwest::StatusCode::CREATED => {
-                        // Read to the end so the connection goes back to the pool.
-                        let _ = response.bytes().await;
-                        accepted.fetch_add(1, Ordering::Relaxed);
+                        response.bytes().await.is_ok()
                     }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                    _ => false,
+                };
+                one(created)
             }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let elapsed = started.elapsed();
+        })
+        .await
+    };
+    let cpu = cpu_phrase(cpu_before, meter.read(), run.ok, "referral");
     let events = service.log.stream_head().await? - head;
     let service = Arc::into_inner(service).context("the HTTP clients are done")?;
     let version = service.version.clone();
     let database = service.database.clone();
     service.stop().await?;
-    let per_referral = commits_per_referral(
-        &args.database_url,
-        &database,
-        commits_before,
-        accepted.load(Ordering::Relaxed),
-    )
-    .await?;
+    let per_referral =
+        commits_per_referral(&args.database_url, &database, commits_before, run.ok).await?;
     Ok(Figure {
         kind: Kind::HttpSingle,
         mode,
         events,
-        referrals: Some(accepted.load(Ordering::Relaxed)),
-        failed: failed.load(Ordering::Relaxed),
-        elapsed,
+        referrals: Some(run.ok),
+        failed: run.failed,
+        elapsed: run.elapsed,
         conditions: format!(
             "{} clients with keep-alive, one referral per request, event log with group commit, \
              {per_referral:.1} PostgreSQL transactions per referral (projections and reads \
-             included); nats-server {version}",
+             included); {cpu}; nats-server {version}",
             args.concurrency.min(args.events)
         ),
     })
+}
+
+/// What the same clients get from the same service for a request that does nothing
+/// (`GET /health`: no token, no storage): what HTTP alone costs on this machine, the most any
+/// one-referral-per-request figure could reach.
+async fn http_floor(
+    args: &IngestBenchArgs,
+    url: &str,
+    scratch: &mut Scratch,
+) -> anyhow::Result<Figure> {
+    let service = start_service(args, url, scratch).await?;
+    let client = http_client(args.concurrency)?;
+    let health = format!("{}/health", service.base);
+    let run = drive(args.concurrency, args.events, move |_| {
+        let (client, health) = (client.clone(), health.clone());
+        async move {
+            let answered = match client.get(health).send().await {
+                Ok(response) if response.status() == reqwest::StatusCode::OK => {
+                    response.bytes().await.is_ok()
+                }
+                _ => false,
+            };
+            one(answered)
+        }
+    })
+    .await;
+    service.stop().await?;
+    Ok(Figure {
+        kind: Kind::HttpFloor,
+        mode: Mode::Durable,
+        events: run.ok,
+        referrals: None,
+        failed: run.failed,
+        elapsed: run.elapsed,
+        conditions: format!(
+            "requests, not events: {} clients with keep-alive, GET /health (no token, no \
+             storage), the service otherwise idle",
+            args.concurrency.min(args.events)
+        ),
+    })
+}
+
+/// A one-item request's `(succeeded, failed)`.
+const fn one(succeeded: bool) -> (u64, u64) {
+    if succeeded { (1, 0) } else { (0, 1) }
+}
+
+/// How a closed-loop run of requests went.
+struct Run {
+    ok: u64,
+    failed: u64,
+    elapsed: Duration,
+}
+
+/// `total` requests from `clients` tasks, each sending its next one when the last is answered;
+/// `request(n)` sends the `n`-th and says how many of its items succeeded and failed.
+async fn drive<F, Fut>(clients: usize, total: usize, request: F) -> Run
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = (u64, u64)> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients.min(total) {
+        let (next, request) = (Arc::clone(&next), request.clone());
+        let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
+        tasks.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let (succeeded, refused) = request(n).await;
+                ok.fetch_add(succeeded, Ordering::Relaxed);
+                failed.fetch_add(refused, Ordering::Relaxed);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Run {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    }
 }
 
 async fn http_batch(
@@ -816,57 +920,45 @@ async fn http_batch(
     let service = Arc::new(start_service(args, url, scratch).await?);
     let client = http_client(args.batch_concurrency)?;
     let batches = args.events.div_ceil(args.batch_size);
-    let next = Arc::new(AtomicUsize::new(0));
-    let (accepted, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let head = service.log.stream_head().await?;
     let commits_before = commits(&args.database_url, &service.database).await?;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.batch_concurrency.min(batches) {
-        let (service, client, next) = (Arc::clone(&service), client.clone(), Arc::clone(&next));
-        let (accepted, failed) = (Arc::clone(&accepted), Arc::clone(&failed));
+    let meter = CpuMeter::new(url);
+    let cpu_before = meter.read();
+    let run = {
+        let service = Arc::clone(&service);
         let (total, size) = (args.events, args.batch_size);
-        tasks.spawn(async move {
-            loop {
-                let batch = next.fetch_add(1, Ordering::Relaxed);
+        drive(args.batch_concurrency, batches, move |batch| {
+            let (service, client) = (Arc::clone(&service), client.clone());
+            async move {
                 let from = batch * size;
-                if from >= total {
-                    break;
-                }
                 let items: Vec<Value> = (from..(from + size).min(total))
                     .map(|n| service.referral(n))
                     .collect();
                 let count = items.len() as u64;
                 let created = post_batch(&client, &service, items).await;
-                accepted.fetch_add(created, Ordering::Relaxed);
-                failed.fetch_add(count - created, Ordering::Relaxed);
+                (created, count - created)
             }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let elapsed = started.elapsed();
+        })
+        .await
+    };
+    let cpu = cpu_phrase(cpu_before, meter.read(), run.ok, "referral");
     let events = service.log.stream_head().await? - head;
     let service = Arc::into_inner(service).context("the HTTP clients are done")?;
     let version = service.version.clone();
     let database = service.database.clone();
     service.stop().await?;
-    let per_referral = commits_per_referral(
-        &args.database_url,
-        &database,
-        commits_before,
-        accepted.load(Ordering::Relaxed),
-    )
-    .await?;
+    let per_referral =
+        commits_per_referral(&args.database_url, &database, commits_before, run.ok).await?;
     Ok(Figure {
         kind: Kind::HttpBatch,
         mode,
         events,
-        referrals: Some(accepted.load(Ordering::Relaxed)),
-        failed: failed.load(Ordering::Relaxed),
-        elapsed,
+        referrals: Some(run.ok),
+        failed: run.failed,
+        elapsed: run.elapsed,
         conditions: format!(
             "batches of {} referrals, {} in flight, {per_referral:.1} PostgreSQL transactions per \
-             referral (projections and reads included); nats-server {version}",
+             referral (projections and reads included); {cpu}; nats-server {version}",
             args.batch_size,
             args.batch_concurrency.min(batches)
         ),
@@ -928,6 +1020,8 @@ async fn postgres_peer(
     .execute(&pool)
     .await?;
     let data: Value = serde_json::from_slice(&payload(args.payload))?;
+    let meter = CpuMeter::new(&args.nats_url);
+    let cpu_before = meter.read();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..writers {
@@ -937,6 +1031,7 @@ async fn postgres_peer(
     }
     let (events, failed) = join_counts(tasks).await;
     let elapsed = started.elapsed();
+    let cpu = cpu_phrase(cpu_before, meter.read(), events, "event");
     pool.close().await;
     Ok(Figure {
         kind: Kind::Postgres,
@@ -947,7 +1042,7 @@ async fn postgres_peer(
         elapsed,
         conditions: format!(
             "{writers} writers over a pool of {writers}, one INSERT (its own transaction) per \
-             event with the expected version, synchronous_commit = {synchronous_commit}"
+             event with the expected version, synchronous_commit = {synchronous_commit}; {cpu}"
         ),
     })
 }

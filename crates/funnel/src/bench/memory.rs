@@ -24,6 +24,7 @@ use funnel_domain::{ContactChannel, ContactOutcome, JourneyCommand};
 use funnel_eventlog::{EventLog, EventLogSettings};
 use sqlx::PgPool;
 
+use super::procfs::{listening_pid, port_of};
 use super::queue::{Servers, Study, append_journeys, postgres_conditions, wait_for_projections};
 use super::scratch::Scratch;
 
@@ -346,70 +347,6 @@ fn print_slopes(samples: &[Sample]) -> std::io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// The port of a `nats://host:port` URL (the first, if several).
-fn port_of(url: &str) -> anyhow::Result<u16> {
-    let first = url.split(',').next().unwrap_or(url);
-    let authority = first.rsplit("//").next().unwrap_or(first);
-    let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    let port = host_port
-        .rsplit_once(':')
-        .map_or("4222", |(_, port)| port.trim_end_matches('/'));
-    port.parse()
-        .with_context(|| format!("no port in the NATS URL ({port})"))
-}
-
-/// The process listening on a TCP port of this machine: the socket's inode from
-/// `/proc/net/tcp{,6}`, then the process holding it among `/proc/*/fd`.
-fn listening_pid(port: u16) -> anyhow::Result<u32> {
-    const LISTEN: &str = "0A";
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            let local_port = local
-                .rsplit_once(':')
-                .and_then(|(_, port)| u16::from_str_radix(port, 16).ok());
-            if local_port == Some(port) && *state == LISTEN {
-                inodes.push(format!("socket:[{inode}]"));
-            }
-        }
-    }
-    anyhow::ensure!(
-        !inodes.is_empty(),
-        "nothing on this machine listens on port {port}: the NATS server must run here"
-    );
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && inodes
-                    .iter()
-                    .any(|inode| target.as_os_str() == inode.as_str())
-            {
-                return Ok(pid);
-            }
-        }
-    }
-    anyhow::bail!("no process of this user holds the socket listening on port {port}")
 }
 
 /// Polls the service's readiness until it answers 200 (migrations applied, stream provisioned).

@@ -5,6 +5,7 @@
 mod dashboard;
 mod ingest;
 mod memory;
+mod procfs;
 mod projections;
 mod queue;
 mod scratch;

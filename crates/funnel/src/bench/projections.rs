@@ -30,6 +30,7 @@ use funnel_projections::{
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::procfs::{CpuMeter, cpu_phrase};
 use super::scratch::Scratch;
 use uuid::Uuid;
 
@@ -596,15 +597,17 @@ async fn read_stream(log: &EventLog, head: u64, decoding: bool) -> anyhow::Resul
 }
 
 /// Runs `names` from position 0 to `head` in a fresh database; returns each projection's
-/// time to reach the head (they run side by side).
+/// time to reach the head (they run side by side), and the CPU it all cost per event.
 async fn rebuild(
     args: &ProjectionsBenchArgs,
     scratch: &mut Scratch,
     log: &EventLog,
     names: &[&str],
     head: u64,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<(Vec<Duration>, String)> {
     let pool = scratch.migrated_pool(&args.database_url).await?;
+    let meter = CpuMeter::new(&args.nats_url);
+    let cpu_before = meter.read();
     let started = Instant::now();
     let running = Running::start(projector(log, &pool, names)?);
     let mut done: Vec<Option<Duration>> = vec![None; names.len()];
@@ -620,9 +623,10 @@ async fn rebuild(
             "the rebuild did not finish within 30 minutes"
         );
     }
+    let cpu = cpu_phrase(cpu_before, meter.read(), head, "event");
     running.stop().await;
     pool.close().await;
-    Ok(done.into_iter().flatten().collect())
+    Ok((done.into_iter().flatten().collect(), cpu))
 }
 
 fn rate(events: u64, elapsed: Duration) -> f64 {
@@ -688,15 +692,18 @@ async fn run(args: &ProjectionsBenchArgs, scratch: &mut Scratch) -> anyhow::Resu
     if !args.skip_rebuild {
         // The ceiling of any rebuild on this machine: the projector's own subscription with
         // nothing behind it, then with the decoding every projection needs.
+        let meter = CpuMeter::new(&args.nats_url);
         for decoding in [false, true] {
+            let cpu_before = meter.read();
             let elapsed = read_stream(&log, head, decoding).await?;
             writeln!(
                 out,
                 "reading the stream from position 0 (the projector's subscription{}, no \
-                 PostgreSQL): {:.0} events/s ({:.1} s)",
+                 PostgreSQL): {:.0} events/s ({:.1} s); {}",
                 if decoding { ", each event decoded" } else { "" },
                 rate(head, elapsed),
                 elapsed.as_secs_f64(),
+                cpu_phrase(cpu_before, meter.read(), head, "event"),
             )?;
         }
         writeln!(
@@ -711,7 +718,7 @@ async fn run(args: &ProjectionsBenchArgs, scratch: &mut Scratch) -> anyhow::Resu
             &[WorkQueue::NAME][..],
             &[SponsorDashboard::NAME, WorkQueue::NAME][..],
         ] {
-            let times = rebuild(args, scratch, &log, names, head).await?;
+            let (times, cpu) = rebuild(args, scratch, &log, names, head).await?;
             let together = times.iter().max().copied().unwrap_or_default();
             let each: Vec<String> = names
                 .iter()
@@ -735,6 +742,7 @@ async fn run(args: &ProjectionsBenchArgs, scratch: &mut Scratch) -> anyhow::Resu
                     String::new()
                 },
             )?;
+            writeln!(out, "  {:<34} {cpu}", "")?;
         }
     }
 
