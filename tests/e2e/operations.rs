@@ -296,3 +296,47 @@ async fn a_request_over_its_time_budget_is_504() {
     assert_eq!(problem["status"], 504);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_authenticated_request_is_503_while_postgresql_is_down_and_served_once_it_is_back() {
+    let mut postgres = funnel_testkit::PostgresServer::start().await;
+    let mut database = postgres.database().await;
+    database.acquire_timeout = std::time::Duration::from_secs(1);
+    let app = crate::helpers::spawn_app_configured(funnel_testkit::test_nats().await, |settings| {
+        settings.db = database;
+    })
+    .await;
+    let token = app.admin_token().await;
+    let unknown_study = format!("/v1/studies/{}", uuid::Uuid::new_v4());
+    assert_eq!(
+        app.get_with(&unknown_study, &token).await.status(),
+        StatusCode::NOT_FOUND,
+        "the token is good and the study unknown"
+    );
+
+    // The token cannot be checked: that is the service's trouble, not a bad token.
+    postgres.kill().await;
+    let response = app.get_with(&unknown_study, &token).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 503);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("PostgreSQL"), "{problem}");
+    assert!(!detail.contains("Connection"), "no cause leaks: {problem}");
+
+    postgres.restart().await;
+    funnel_testkit::eventually(
+        "requests served after PostgreSQL restarts",
+        std::time::Duration::from_secs(30),
+        || async {
+            (app.get_with(&unknown_study, &token).await.status() == StatusCode::NOT_FOUND)
+                .then_some(())
+        },
+    )
+    .await;
+    app.stop().await;
+}

@@ -435,12 +435,10 @@ impl FromRequestParts<AppState> for Principal {
                     "the Authorization header must be `Bearer <token>`".to_owned(),
                 )
             })?;
-        let principal = state
-            .tokens
-            .authenticate(token)
-            .await
-            .map_err(|err| ApiError::Internal(Box::new(err)))?
-            .ok_or_else(|| ApiError::Unauthorized("the token is unknown or revoked".to_owned()))?;
+        let principal =
+            state.tokens.authenticate(token).await?.ok_or_else(|| {
+                ApiError::Unauthorized("the token is unknown or revoked".to_owned())
+            })?;
         state.rate_limits.check(principal.token_id)?;
         Ok(principal)
     }

@@ -193,6 +193,17 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Token checks: the token store out of reach is a 503 like any PostgreSQL outage (the
+/// caller's token may be perfectly good); a stored token that no longer parses is a 500.
+impl From<crate::auth::TokenError> for ApiError {
+    fn from(error: crate::auth::TokenError) -> Self {
+        match error {
+            crate::auth::TokenError::Store(error) => error.into(),
+            invalid @ crate::auth::TokenError::Invalid(_) => Self::internal(invalid),
+        }
+    }
+}
+
 /// Referral storage: PostgreSQL out of reach is a 503 worth retrying (the referral's retry is
 /// idempotent), anything else a 500.
 impl From<crate::ingest::ClaimError> for ApiError {

@@ -194,7 +194,7 @@ async fn sign_in(
         .tokens
         .authenticate(form.token.trim())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     let Some(principal) = principal else {
         return Ok((
             StatusCode::UNAUTHORIZED,

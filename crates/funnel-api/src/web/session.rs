@@ -131,7 +131,7 @@ async fn resolve(state: &AppState, hash: &[u8; 32]) -> Result<Option<Principal>,
         .tokens
         .active_principal(token)
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::from)
 }
 
 impl FromRequestParts<AppState> for WebSession {
