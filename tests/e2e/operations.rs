@@ -2,6 +2,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{spawn_app, spawn_app_with};
+use crate::setup::problem;
 
 #[tokio::test]
 async fn health_answers_and_ready_reports_both_dependencies() {
@@ -27,14 +28,7 @@ async fn ready_turns_unavailable_when_nats_goes_away_and_back_when_it_returns() 
     assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
 
     server.kill().await;
-    let response = app.get("/ready").await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let problem: Value = response.json().await.unwrap();
-    assert_eq!(problem["status"], 503);
+    let problem = problem(app.get("/ready").await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(
         problem["detail"].as_str().unwrap().contains("NATS"),
         "{problem}"
@@ -316,14 +310,11 @@ async fn an_authenticated_request_is_503_while_postgresql_is_down_and_served_onc
 
     // The token cannot be checked: that is the service's trouble, not a bad token.
     postgres.kill().await;
-    let response = app.get_with(&unknown_study, &token).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let problem: Value = response.json().await.unwrap();
-    assert_eq!(problem["status"], 503);
+    let problem = problem(
+        app.get_with(&unknown_study, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("PostgreSQL"), "{problem}");
     assert!(!detail.contains("Connection"), "no cause leaks: {problem}");
