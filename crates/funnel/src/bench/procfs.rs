@@ -83,7 +83,8 @@ pub(crate) struct CpuTimes {
     nats: Duration,
 }
 
-/// Reads [`CpuTimes`]; `None` parts where `/proc` cannot be read (not Linux, another user).
+/// Reads [`CpuTimes`]: `None` where `/proc` cannot be read (not Linux, another user's
+/// processes) or the nats-server does not run on this machine.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CpuMeter {
     nats_pid: Option<u32>,
@@ -118,8 +119,9 @@ impl CpuMeter {
 }
 
 impl CpuTimes {
-    /// What happened between `self` and `later`, per `units` (e.g. "referral"), as one
-    /// conditions phrase: `CPU per referral: this process 0.41 ms, PostgreSQL 0.31 ms, ...`.
+    /// What was spent between `self` and `later`, per `units` of `unit` (e.g. "referral"), as
+    /// one conditions phrase: `CPU per referral: this process (service and clients) 0.327 ms,
+    /// PostgreSQL 0.394 ms, nats-server 0.180 ms, together 0.901 ms`.
     pub(crate) fn per_unit(self, later: Self, units: u64, unit: &str) -> String {
         let per = |before: Duration, after: Duration| {
             after.saturating_sub(before).as_secs_f64() * 1000.0 / units.max(1) as f64
