@@ -50,9 +50,11 @@ async fn bench_ingest_prints_every_figure_without_failures() {
         "figure  event log API (group commit) [durable]",
         "figure  HTTP POST /v1/referrals [durable]",
         "figure  HTTP POST /v1/referrals/batch [durable]",
+        "figure  HTTP GET /health (the floor) [durable]",
         "figure  PostgreSQL event store (peer) [durable]",
         "figure  PostgreSQL event store (peer) [fast]",
         "target  durable single-referral HTTP ingest",
+        "bound   2x the peer is",
         "target  durable batch ingest",
     ] {
         assert!(stdout.contains(figure), "no `{figure}` in:\n{stdout}");
@@ -61,8 +63,13 @@ async fn bench_ingest_prints_every_figure_without_failures() {
         .lines()
         .filter(|line| line.starts_with("figure  "))
         .collect();
-    assert_eq!(figures.len(), 7, "{stdout}");
+    assert_eq!(figures.len(), 8, "{stdout}");
     for line in figures {
         assert!(line.contains(", 0 failed;"), "a failure: {line}");
+        // Every figure that stores something says what it cost, where /proc can be read.
+        assert!(
+            line.contains("HTTP GET /health") || line.contains("CPU per "),
+            "no CPU cost: {line}"
+        );
     }
 }
