@@ -36,8 +36,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
 use uuid::Uuid;
 
-use super::procfs::{CpuMeter, cpu_phrase};
-use super::scratch::Scratch;
+use super::procfs::CpuSpan;
+use super::scratch::{Scratch, admin_pool};
 
 #[derive(Debug, Args)]
 pub(crate) struct IngestBenchArgs {
@@ -416,8 +416,7 @@ async fn raw_publishes(
     let js = async_nats::jetstream::new(client);
     let data = payload(args.payload);
     let writers = args.concurrency.min(args.events);
-    let meter = CpuMeter::new(url);
-    let cpu_before = meter.read();
+    let cpu = CpuSpan::start(url);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..writers {
@@ -447,7 +446,7 @@ async fn raw_publishes(
     }
     let (events, failed) = join_counts(tasks).await;
     let elapsed = started.elapsed();
-    let cpu = cpu_phrase(cpu_before, meter.read(), events, "event");
+    let cpu = cpu.end().per(events, "event");
     Ok(Figure {
         kind: Kind::RawPublish,
         mode,
@@ -485,8 +484,7 @@ async fn raw_batches(
     let batches = args.events.div_ceil(args.raw_batch);
     let publishers = args.raw_batch_publishers.min(batches);
     let size = args.raw_batch;
-    let meter = CpuMeter::new(url);
-    let cpu_before = meter.read();
+    let cpu = CpuSpan::start(url);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..publishers {
@@ -515,7 +513,7 @@ async fn raw_batches(
     }
     let (events, failed) = join_counts(tasks).await;
     let elapsed = started.elapsed();
-    let cpu = cpu_phrase(cpu_before, meter.read(), events, "event");
+    let cpu = cpu.end().per(events, "event");
     Ok(Figure {
         kind: Kind::RawBatch,
         mode,
@@ -599,10 +597,9 @@ async fn event_log(
         events_per_append: 1,
         payload_bytes: args.payload,
     };
-    let meter = CpuMeter::new(url);
-    let cpu_before = meter.read();
+    let cpu = CpuSpan::start(url);
     let report = run_append_benchmark(&log, &plan).await;
-    let cpu = cpu_phrase(cpu_before, meter.read(), report.events, "event");
+    let cpu = cpu.end().per(report.events, "event");
     let conditions = format!(
         "{writers} writers, one event per append, group commit {} ({} batches holding {} \
          appends); {cpu}; nats-server {}",
@@ -776,8 +773,7 @@ async fn http_single(
     let client = http_client(args.concurrency)?;
     let head = service.log.stream_head().await?;
     let commits_before = commits(&args.database_url, &service.database).await?;
-    let meter = CpuMeter::new(url);
-    let cpu_before = meter.read();
+    let cpu = CpuSpan::start(url);
     let run = {
         let service = Arc::clone(&service);
         drive(args.concurrency, args.events, move |n| {
@@ -801,7 +797,7 @@ async fn http_single(
         })
         .await
     };
-    let cpu = cpu_phrase(cpu_before, meter.read(), run.ok, "referral");
+    let cpu = cpu.end().per(run.ok, "referral");
     let events = service.log.stream_head().await? - head;
     let service = Arc::into_inner(service).context("the HTTP clients are done")?;
     let version = service.version.clone();
@@ -922,8 +918,7 @@ async fn http_batch(
     let batches = args.events.div_ceil(args.batch_size);
     let head = service.log.stream_head().await?;
     let commits_before = commits(&args.database_url, &service.database).await?;
-    let meter = CpuMeter::new(url);
-    let cpu_before = meter.read();
+    let cpu = CpuSpan::start(url);
     let run = {
         let service = Arc::clone(&service);
         let (total, size) = (args.events, args.batch_size);
@@ -941,7 +936,7 @@ async fn http_batch(
         })
         .await
     };
-    let cpu = cpu_phrase(cpu_before, meter.read(), run.ok, "referral");
+    let cpu = cpu.end().per(run.ok, "referral");
     let events = service.log.stream_head().await? - head;
     let service = Arc::into_inner(service).context("the HTTP clients are done")?;
     let version = service.version.clone();
@@ -1020,8 +1015,7 @@ async fn postgres_peer(
     .execute(&pool)
     .await?;
     let data: Value = serde_json::from_slice(&payload(args.payload))?;
-    let meter = CpuMeter::new(&args.nats_url);
-    let cpu_before = meter.read();
+    let cpu = CpuSpan::start(&args.nats_url);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..writers {
@@ -1031,7 +1025,7 @@ async fn postgres_peer(
     }
     let (events, failed) = join_counts(tasks).await;
     let elapsed = started.elapsed();
-    let cpu = cpu_phrase(cpu_before, meter.read(), events, "event");
+    let cpu = cpu.end().per(events, "event");
     pool.close().await;
     Ok(Figure {
         kind: Kind::Postgres,
@@ -1083,14 +1077,7 @@ async fn pg_writer(pool: &PgPool, data: &Value, count: usize) -> (u64, u64) {
 /// Transactions committed in a database so far. A backend reports its counts when it ends, so
 /// after the service has stopped (its pool closed) the count is complete.
 async fn commits(admin_url: &str, database: &str) -> anyhow::Result<i64> {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            admin_url
-                .parse::<PgConnectOptions>()?
-                .disable_statement_logging(),
-        )
-        .await?;
+    let pool = admin_pool(admin_url).await?;
     let commits: Option<i64> =
         sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
             .bind(database)
@@ -1115,11 +1102,7 @@ async fn commits_per_referral(
 
 /// The PostgreSQL server's version and durability settings, for the conditions line.
 async fn postgres_conditions(url: &str) -> anyhow::Result<String> {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(url.parse::<PgConnectOptions>()?.disable_statement_logging())
-        .await
-        .context("connecting to PostgreSQL")?;
+    let pool = admin_pool(url).await?;
     let version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&pool)
         .await?;

@@ -77,27 +77,16 @@ const TICKS_PER_SECOND: u64 = 100;
 /// machine (with the backends that exited, which their postmaster has collected) and by the
 /// nats-server the benchmark writes to.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct CpuTimes {
+struct CpuTimes {
     this_process: Duration,
     postgres: Duration,
     nats: Duration,
 }
 
-/// Reads [`CpuTimes`]: `None` where `/proc` cannot be read (not Linux, another user's
-/// processes) or the nats-server does not run on this machine.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CpuMeter {
-    nats_pid: Option<u32>,
-}
-
-impl CpuMeter {
-    /// For the nats-server listening on the port of `nats_url`, if it runs on this machine.
-    pub(crate) fn new(nats_url: &str) -> Self {
-        let nats_pid = port_of(nats_url).and_then(listening_pid).ok();
-        Self { nats_pid }
-    }
-
-    pub(crate) fn read(self) -> Option<CpuTimes> {
+impl CpuTimes {
+    /// `None` where `/proc` cannot be read (not Linux, another user's processes) or the
+    /// nats-server (`nats_pid`) does not run on this machine.
+    fn read(nats_pid: Option<u32>) -> Option<Self> {
         let this_process = process_ticks(std::process::id(), false)?;
         let mut postgres = 0;
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -109,8 +98,8 @@ impl CpuMeter {
                 postgres += process_ticks(pid, true).unwrap_or(0);
             }
         }
-        let nats = self.nats_pid.and_then(|pid| process_ticks(pid, false))?;
-        Some(CpuTimes {
+        let nats = nats_pid.and_then(|pid| process_ticks(pid, false))?;
+        Some(Self {
             this_process: ticks(this_process),
             postgres: ticks(postgres),
             nats: ticks(nats),
@@ -118,35 +107,57 @@ impl CpuMeter {
     }
 }
 
-impl CpuTimes {
-    /// What was spent between `self` and `later`, per `units` of `unit` (e.g. "referral"), as
-    /// one conditions phrase: `CPU per referral: this process (service and clients) 0.327 ms,
-    /// PostgreSQL 0.394 ms, nats-server 0.180 ms, together 0.901 ms`.
-    pub(crate) fn per_unit(self, later: Self, units: u64, unit: &str) -> String {
-        let per = |before: Duration, after: Duration| {
-            after.saturating_sub(before).as_secs_f64() * 1000.0 / units.max(1) as f64
+/// CPU time counted from [`CpuSpan::start`] to [`CpuSpan::end`] around a measured run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuSpan {
+    nats_pid: Option<u32>,
+    start: Option<CpuTimes>,
+}
+
+impl CpuSpan {
+    /// Starts counting, for the nats-server listening on the port of `nats_url`.
+    pub(crate) fn start(nats_url: &str) -> Self {
+        let nats_pid = port_of(nats_url).and_then(listening_pid).ok();
+        Self {
+            nats_pid,
+            start: CpuTimes::read(nats_pid),
+        }
+    }
+
+    /// What was spent since the start.
+    pub(crate) fn end(self) -> CpuSpent {
+        let end = CpuTimes::read(self.nats_pid);
+        CpuSpent(self.start.zip(end).map(|(start, end)| CpuTimes {
+            this_process: end.this_process.saturating_sub(start.this_process),
+            postgres: end.postgres.saturating_sub(start.postgres),
+            nats: end.nats.saturating_sub(start.nats),
+        }))
+    }
+}
+
+/// The CPU a run spent, if `/proc` could be read at both ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuSpent(Option<CpuTimes>);
+
+impl CpuSpent {
+    /// Per `units` of `unit` (e.g. "referral"), as one conditions phrase: `CPU per referral:
+    /// this process (service and clients) 0.327 ms, PostgreSQL 0.394 ms, nats-server 0.180 ms,
+    /// together 0.901 ms`.
+    pub(crate) fn per(self, units: u64, unit: &str) -> String {
+        let Some(spent) = self.0 else {
+            return "CPU per unit not measured (no /proc for the processes)".to_owned();
         };
-        let this_process = per(self.this_process, later.this_process);
-        let postgres = per(self.postgres, later.postgres);
-        let nats = per(self.nats, later.nats);
+        let per = |time: Duration| time.as_secs_f64() * 1000.0 / units.max(1) as f64;
+        let (this_process, postgres, nats) = (
+            per(spent.this_process),
+            per(spent.postgres),
+            per(spent.nats),
+        );
         format!(
             "CPU per {unit}: this process (service and clients) {this_process:.3} ms, \
              PostgreSQL {postgres:.3} ms, nats-server {nats:.3} ms, together {:.3} ms",
             this_process + postgres + nats
         )
-    }
-}
-
-/// The CPU phrase between two readings, or a note that `/proc` could not be read.
-pub(crate) fn cpu_phrase(
-    before: Option<CpuTimes>,
-    after: Option<CpuTimes>,
-    units: u64,
-    unit: &str,
-) -> String {
-    match (before, after) {
-        (Some(before), Some(after)) => before.per_unit(after, units, unit),
-        _ => "CPU per unit not measured (no /proc for the processes)".to_owned(),
     }
 }
 

@@ -29,10 +29,10 @@ use funnel_projections::{
 };
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
-
-use super::procfs::{CpuMeter, cpu_phrase};
-use super::scratch::Scratch;
 use uuid::Uuid;
+
+use super::procfs::CpuSpan;
+use super::scratch::Scratch;
 
 #[derive(Debug, Args)]
 pub(crate) struct ProjectionsBenchArgs {
@@ -606,8 +606,7 @@ async fn rebuild(
     head: u64,
 ) -> anyhow::Result<(Vec<Duration>, String)> {
     let pool = scratch.migrated_pool(&args.database_url).await?;
-    let meter = CpuMeter::new(&args.nats_url);
-    let cpu_before = meter.read();
+    let cpu = CpuSpan::start(&args.nats_url);
     let started = Instant::now();
     let running = Running::start(projector(log, &pool, names)?);
     let mut done: Vec<Option<Duration>> = vec![None; names.len()];
@@ -623,7 +622,7 @@ async fn rebuild(
             "the rebuild did not finish within 30 minutes"
         );
     }
-    let cpu = cpu_phrase(cpu_before, meter.read(), head, "event");
+    let cpu = cpu.end().per(head, "event");
     running.stop().await;
     pool.close().await;
     Ok((done.into_iter().flatten().collect(), cpu))
@@ -692,9 +691,8 @@ async fn run(args: &ProjectionsBenchArgs, scratch: &mut Scratch) -> anyhow::Resu
     if !args.skip_rebuild {
         // The ceiling of any rebuild on this machine: the projector's own subscription with
         // nothing behind it, then with the decoding every projection needs.
-        let meter = CpuMeter::new(&args.nats_url);
         for decoding in [false, true] {
-            let cpu_before = meter.read();
+            let cpu = CpuSpan::start(&args.nats_url);
             let elapsed = read_stream(&log, head, decoding).await?;
             writeln!(
                 out,
@@ -703,7 +701,7 @@ async fn run(args: &ProjectionsBenchArgs, scratch: &mut Scratch) -> anyhow::Resu
                 if decoding { ", each event decoded" } else { "" },
                 rate(head, elapsed),
                 elapsed.as_secs_f64(),
-                cpu_phrase(cpu_before, meter.read(), head, "event"),
+                cpu.end().per(head, "event"),
             )?;
         }
         writeln!(

@@ -34,7 +34,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::procfs::{CpuMeter, CpuTimes, cpu_phrase};
+use super::procfs::{CpuSpan, CpuSpent};
 use super::scratch::{Scratch, admin_pool};
 
 /// The servers a benchmark runs against.
@@ -412,8 +412,7 @@ async fn measure(args: &QueueBenchArgs, setup: &Setup) -> anyhow::Result<()> {
     let cycles = args.cycles.unwrap_or(args.items);
     let tickets = Arc::new(AtomicUsize::new(0));
     let head_before = events.stream_head().await?;
-    let meter = CpuMeter::new(&args.servers.nats_url);
-    let cpu_before = meter.read();
+    let cpu = CpuSpan::start(&args.servers.nats_url);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (agent, token) in agent_tokens.into_iter().enumerate() {
@@ -426,7 +425,7 @@ async fn measure(args: &QueueBenchArgs, setup: &Setup) -> anyhow::Result<()> {
         logs.push(log?);
     }
     let elapsed = started.elapsed();
-    let cpu = (cpu_before, meter.read());
+    let cpu = cpu.end();
     let appended_events = events.stream_head().await? - head_before;
     events.shutdown().await;
     let verdict = report(&logs, elapsed, appended_events, cpu, &pool).await;
@@ -555,7 +554,7 @@ async fn report(
     logs: &[AgentLog],
     elapsed: Duration,
     appended_events: u64,
-    cpu: (Option<CpuTimes>, Option<CpuTimes>),
+    cpu: CpuSpent,
     pool: &PgPool,
 ) -> anyhow::Result<()> {
     let mut claims: Vec<Duration> = logs.iter().flat_map(|log| log.claims.clone()).collect();
@@ -613,7 +612,7 @@ async fn report(
         quantile_ms(&mut completions, 0.5),
         quantile_ms(&mut completions, 0.99),
     )?;
-    writeln!(out, "        {}", cpu_phrase(cpu.0, cpu.1, done, "cycle"))?;
+    writeln!(out, "        {}", cpu.per(done, "cycle"))?;
     writeln!(
         out,
         "        {failed_claims} failed claims, {failed_completions} failed completions, {empty} \
