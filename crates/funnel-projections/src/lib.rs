@@ -83,6 +83,6 @@ pub use generation::{Generation, GenerationError, GenerationState};
 pub use projection::{ProjectedEvent, Projection, ProjectionError};
 pub use queue::WorkQueue;
 pub use read::{ReadModelError, ReadModels};
-pub use runtime::{Projector, ProjectorSettings};
+pub use runtime::{DEFAULT_MAX_BATCH_EVENTS, Projector, ProjectorSettings};
 pub use status::{ProjectionStatus, StatusError, status};
 pub use study_funnel::StudyFunnel;

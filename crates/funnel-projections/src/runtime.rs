@@ -20,6 +20,10 @@ use crate::metrics::Metrics;
 use crate::projection::{DynProjection, ProjectedEvent, Projection, ProjectionError};
 use crate::status::{ProjectionStatus, StatusError, read_status};
 
+/// [`ProjectorSettings::max_batch_events`] unless configured otherwise.
+pub const DEFAULT_MAX_BATCH_EVENTS: std::num::NonZeroUsize =
+    std::num::NonZeroUsize::new(5000).expect("not zero");
+
 /// How the runtime batches, polls and backs off.
 #[derive(Clone, Debug)]
 pub struct ProjectorSettings {
@@ -47,7 +51,7 @@ pub struct ProjectorSettings {
 impl Default for ProjectorSettings {
     fn default() -> Self {
         Self {
-            max_batch_events: 5000,
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS.get(),
             batch_linger: Duration::from_millis(5),
             lock_poll: Duration::from_secs(1),
             min_backoff: Duration::from_millis(100),

@@ -165,6 +165,10 @@ struct ServeArgs {
     /// Skip applying migrations and provisioning the stream at start-up.
     #[arg(long, env = "FUNNEL_SKIP_SETUP")]
     skip_setup: bool,
+    /// Most events a projector applies in one PostgreSQL transaction: larger batches rebuild
+    /// faster, smaller ones hold less in memory and commit more often.
+    #[arg(long, env = "FUNNEL_PROJECTION_BATCH_EVENTS", default_value_t = funnel_projections::DEFAULT_MAX_BATCH_EVENTS)]
+    projection_batch_events: std::num::NonZeroUsize,
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
@@ -377,6 +381,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings =
         ServiceSettings::new(args.http_addr, args.db.settings(), args.nats.settings());
     settings.setup = !args.skip_setup;
+    settings.projector.max_batch_events = args.projection_batch_events.get();
     let registry = prometheus::Registry::new();
     funnel_api::run(settings, registry, shutdown_signal())
         .await
