@@ -204,3 +204,104 @@ async fn bench_memory_samples_both_processes_at_each_size() {
         ],
     );
 }
+
+/// One variable of a running process's environment.
+fn environ_var(pid: u32, name: &str) -> String {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the service's environment");
+    environ
+        .split(|&byte| byte == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .find_map(|entry| entry.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("{name} is not set for the service"))
+}
+
+/// Whether `pid` names a process that has not exited (a zombie has).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn an_interrupted_bench_stops_its_service_and_deletes_its_scratch() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let nats = test_nats().await;
+    let db = test_database().await;
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_funnel"))
+        .args([
+            "bench",
+            "memory",
+            "--journeys",
+            "10000000",
+            "--settle",
+            "10ms",
+        ])
+        .arg("--nats-url")
+        .arg(&nats.url)
+        .arg("--database-url")
+        .arg(&db.settings.url)
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run funnel bench memory");
+    let bench_pid = bench.id().expect("running").to_string();
+    let mut lines = tokio::io::BufReader::new(bench.stdout.take().expect("stdout")).lines();
+    let mut service_pid = None;
+    // The first sample is read once the service is up and the journeys begin.
+    while let Some(line) = lines.next_line().await.expect("read the output") {
+        if let Some(rest) = line.strip_prefix("memory benchmark: `funnel serve` (pid ") {
+            let pid = rest.split(',').next().expect("a pid");
+            service_pid = Some(pid.parse::<u32>().expect("a pid"));
+        }
+        if line.starts_with("sample          0 journeys") {
+            break;
+        }
+    }
+    let service_pid = service_pid.expect("the benchmark names its service");
+    let database_url = environ_var(service_pid, "FUNNEL_DATABASE_URL");
+    let database = database_url
+        .rsplit('/')
+        .next()
+        .expect("a database name")
+        .to_owned();
+    let stream = environ_var(service_pid, "FUNNEL_STREAM");
+    assert!(database.starts_with("funnel_bench_"), "{database}");
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &bench_pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(sent.success());
+    let status = bench.wait().await.expect("the benchmark exits");
+    assert!(
+        !status.success(),
+        "an interrupted benchmark reports failure"
+    );
+
+    funnel_testkit::eventually(
+        "the service to stop",
+        std::time::Duration::from_secs(30),
+        || async { (!alive(service_pid)).then_some(()) },
+    )
+    .await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&database)
+        .fetch_one(&db.pool)
+        .await
+        .expect("list databases");
+    assert_eq!(left, 0, "database {database} was left behind");
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.expect("connect"));
+    assert!(
+        js.get_stream(&stream).await.is_err(),
+        "stream {stream} was left behind"
+    );
+}

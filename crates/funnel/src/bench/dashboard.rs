@@ -19,7 +19,7 @@ use sqlx::{Connection as _, PgPool};
 use tokio::sync::mpsc;
 
 use super::projections::{Rng, Running, Synthetic, millis, percentile};
-use super::scratch::Scratch;
+use super::scratch::{Scratch, until_interrupted};
 
 #[derive(Debug, Args)]
 pub(crate) struct DashboardBenchArgs {
@@ -62,7 +62,7 @@ pub(crate) struct DashboardBenchArgs {
 
 pub(crate) async fn dashboard(args: DashboardBenchArgs) -> anyhow::Result<()> {
     let mut scratch = Scratch::default();
-    let result = run(&args, &mut scratch).await;
+    let result = until_interrupted(run(&args, &mut scratch)).await;
     scratch.cleanup(&args.database_url).await;
     result
 }

@@ -37,7 +37,7 @@ use sqlx::{ConnectOptions as _, PgPool};
 use uuid::Uuid;
 
 use super::procfs::CpuSpan;
-use super::scratch::{Scratch, admin_pool};
+use super::scratch::{Scratch, admin_pool, until_interrupted};
 
 #[derive(Debug, Args)]
 pub(crate) struct IngestBenchArgs {
@@ -182,7 +182,7 @@ pub(crate) async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
         "a batch holds at most 1,000 referrals or messages"
     );
     let mut scratch = Scratch::default();
-    let result = run(&args, &mut scratch).await;
+    let result = until_interrupted(run(&args, &mut scratch)).await;
     scratch.cleanup(&args.database_url).await;
     let figures = result?;
     let failed: u64 = figures.iter().map(|figure| figure.failed).sum();

@@ -26,7 +26,7 @@ use sqlx::PgPool;
 
 use super::procfs::{listening_pid, port_of};
 use super::queue::{Servers, Study, append_journeys, postgres_conditions, wait_for_projections};
-use super::scratch::Scratch;
+use super::scratch::{Scratch, until_interrupted};
 
 #[derive(Debug, Args)]
 pub(crate) struct MemoryBenchArgs {
@@ -94,7 +94,7 @@ pub(crate) async fn memory(args: MemoryBenchArgs) -> anyhow::Result<()> {
         "give at least one positive size and a positive concurrency"
     );
     let mut scratch = Scratch::default();
-    let result = run(&args, &sizes, &mut scratch).await;
+    let result = until_interrupted(run(&args, &sizes, &mut scratch)).await;
     scratch.cleanup(&args.servers.database_url).await;
     result
 }

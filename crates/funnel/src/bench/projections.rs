@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::procfs::CpuSpan;
-use super::scratch::Scratch;
+use super::scratch::{Scratch, until_interrupted};
 
 #[derive(Debug, Args)]
 pub(crate) struct ProjectionsBenchArgs {
@@ -646,7 +646,7 @@ pub(crate) fn millis(duration: Duration) -> f64 {
 
 pub(crate) async fn projections(args: ProjectionsBenchArgs) -> anyhow::Result<()> {
     let mut scratch = Scratch::default();
-    let result = run(&args, &mut scratch).await;
+    let result = until_interrupted(run(&args, &mut scratch)).await;
     scratch.cleanup(&args.database_url).await;
     result
 }

@@ -35,7 +35,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::procfs::{CpuSpan, CpuSpent};
-use super::scratch::{Scratch, admin_pool};
+use super::scratch::{Scratch, admin_pool, until_interrupted};
 
 /// The servers a benchmark runs against.
 #[derive(Debug, Args)]
@@ -295,7 +295,7 @@ pub(crate) async fn queue(args: QueueBenchArgs) -> anyhow::Result<()> {
         "sizes and concurrencies must be positive"
     );
     let mut scratch = Scratch::default();
-    let result = run(&args, &mut scratch).await;
+    let result = until_interrupted(run(&args, &mut scratch)).await;
     scratch.cleanup(&args.servers.database_url).await;
     result
 }

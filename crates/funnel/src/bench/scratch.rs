@@ -8,6 +8,20 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
 use uuid::Uuid;
 
+/// Runs a benchmark until it ends or Ctrl-C / SIGTERM arrives. On a signal the run is dropped
+/// (a child it started is killed with it) so that the caller can still delete its scratch
+/// streams and databases.
+pub(super) async fn until_interrupted<T>(
+    run: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = run => result,
+        () = crate::cli::shutdown_signal() => {
+            anyhow::bail!("interrupted; the benchmark's scratch streams and databases are deleted")
+        }
+    }
+}
+
 /// Every stream and database a benchmark created.
 #[derive(Default)]
 pub(super) struct Scratch {
