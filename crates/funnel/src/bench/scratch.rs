@@ -10,14 +10,19 @@ use uuid::Uuid;
 
 /// Runs a benchmark until it ends or Ctrl-C / SIGTERM arrives. On a signal the run is dropped
 /// (a child it started is killed with it) so that the caller can still delete its scratch
-/// streams and databases.
-pub(super) async fn until_interrupted<T>(
+/// streams and databases. The run is boxed: a benchmark's future is tens of kilobytes.
+pub(super) fn until_interrupted<T>(
     run: impl Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    tokio::select! {
-        result = run => result,
-        () = crate::cli::shutdown_signal() => {
-            anyhow::bail!("interrupted; the benchmark's scratch streams and databases are deleted")
+) -> impl Future<Output = anyhow::Result<T>> {
+    let run = Box::pin(run);
+    async move {
+        tokio::select! {
+            result = run => result,
+            () = crate::cli::shutdown_signal() => {
+                anyhow::bail!(
+                    "interrupted; the benchmark's scratch streams and databases are deleted"
+                )
+            }
         }
     }
 }
