@@ -4,15 +4,13 @@
 
 use std::process::Stdio;
 
-use funnel_testkit::{test_database, test_nats};
+use funnel_testkit::{TestDb, TestNats, test_database, test_nats};
 use tokio::process::Command;
 
-/// Runs `funnel bench <args>` against a test NATS and a test database; its standard output,
-/// once it exited successfully.
-async fn run_bench(args: &[&str]) -> String {
-    let nats = test_nats().await;
-    let db = test_database().await;
-    let output = Command::new(env!("CARGO_BIN_EXE_funnel"))
+/// `funnel bench <args>` against `nats` and `db`'s PostgreSQL server.
+fn bench_command(args: &[&str], nats: &TestNats, db: &TestDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_funnel"));
+    command
         .arg("bench")
         .args(args)
         .arg("--nats-url")
@@ -21,7 +19,16 @@ async fn run_bench(args: &[&str]) -> String {
         .arg(&db.settings.url)
         .env("RUST_LOG", "warn")
         .env_remove("FUNNEL_BENCH_FAST_NATS_URL")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `funnel bench <args>` against a test NATS and a test database; its standard output,
+/// once it exited successfully.
+async fn run_bench(args: &[&str]) -> String {
+    let nats = test_nats().await;
+    let db = test_database().await;
+    let output = bench_command(args, &nats, &db)
         .output()
         .await
         .expect("run funnel bench");
@@ -232,26 +239,16 @@ async fn an_interrupted_bench_stops_its_service_and_deletes_its_scratch() {
 
     let nats = test_nats().await;
     let db = test_database().await;
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_funnel"))
-        .args([
-            "bench",
-            "memory",
-            "--journeys",
-            "10000000",
-            "--settle",
-            "10ms",
-        ])
-        .arg("--nats-url")
-        .arg(&nats.url)
-        .arg("--database-url")
-        .arg(&db.settings.url)
-        .env("RUST_LOG", "warn")
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run funnel bench memory");
+    let mut bench = bench_command(
+        &["memory", "--journeys", "10000000", "--settle", "10ms"],
+        &nats,
+        &db,
+    )
+    .env("RUST_BACKTRACE", "0")
+    .stdout(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("run funnel bench memory");
     let bench_pid = bench.id().expect("running").to_string();
     let mut lines = tokio::io::BufReader::new(bench.stdout.take().expect("stdout")).lines();
     let mut service_pid = None;

@@ -138,27 +138,21 @@ async fn read_model(pool: &PgPool) -> Option<(u64, DashboardModel)> {
         .read(SponsorDashboard::NAME)
         .await
         .ok()?;
-    let position: i64 = sqlx::query_scalar(
-        "SELECT position FROM public.projection_generations \
-         WHERE name = 'sponsor_dashboard' AND state = 'live'",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .ok()?;
+    let position = live_position(&mut *tx).await?;
     let model = dashboard::load(&mut tx).await.expect("load the read model");
-    Some((u64::try_from(position).expect("position"), model))
+    Some((position, model))
 }
 
-/// The live generation's position, cheap enough to poll without pausing.
-async fn live_position(pool: &PgPool) -> Option<u64> {
+/// The live generation's position: alone it is cheap enough to poll without pausing.
+async fn live_position(conn: impl sqlx::PgExecutor<'_>) -> Option<u64> {
     let position: i64 = sqlx::query_scalar(
         "SELECT position FROM public.projection_generations \
          WHERE name = 'sponsor_dashboard' AND state = 'live'",
     )
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
     .ok()??;
-    u64::try_from(position).ok()
+    Some(u64::try_from(position).expect("a position is never negative"))
 }
 
 /// A fold of the stream's first `upto` events.
